@@ -1,0 +1,51 @@
+"""Shared test set-up: Triton runs in its CPU interpreter when no GPU is present; fixtures from the authors' code."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Must happen before anything imports triton: without a GPU, Triton kernels run in the interpreter.
+if os.environ.get("ZOO_TEST_DEVICE", "") != "cuda":
+    try:
+        import torch
+
+        _has_cuda = torch.cuda.is_available()
+    except Exception:  # pragma: no cover
+        _has_cuda = False
+    if not _has_cuda:
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+# Copies of ../shared/reference (fixtures made by running the authors' code) ship in the repo so CI checks them.
+REFERENCE_ROOT = Path(os.environ.get("ZOO_REFERENCE_DIR", Path(__file__).resolve().parent / "fixtures" / "reference"))
+
+
+@pytest.fixture(scope="session")
+def reference_root() -> Path:
+    """Folder of numerical fixtures made with the authors' code (tests/fixtures/reference or $ZOO_REFERENCE_DIR)."""
+    if not REFERENCE_ROOT.is_dir():
+        pytest.skip(f"reference fixtures not found at {REFERENCE_ROOT} (set ZOO_REFERENCE_DIR)")
+    return REFERENCE_ROOT
+
+
+@pytest.fixture
+def reference_dir(request, reference_root) -> Path:
+    """``reference_dir`` for a model: use ``@pytest.mark.parametrize('reference_dir', ['repnext'], indirect=True)``
+    or call ``reference_root / name`` directly."""
+    name = getattr(request, "param", None)
+    path = reference_root / name if name else reference_root
+    if not path.is_dir():
+        pytest.skip(f"reference fixture folder {path} is missing")
+    return path
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)

@@ -1,0 +1,58 @@
+"""zoo: recent vision, speech, video and tabular architectures on one Triton attention layer.
+
+Public API::
+
+    zoo.create_model(name, pretrained=False, **overrides)
+    zoo.list_models(pattern="*"), zoo.list_pretrained(pattern="*"), zoo.model_entry(name)
+    zoo.save_pretrained(model, folder, ...), zoo.from_pretrained(id_or_folder), zoo.push_to_hub(model, repo_id)
+    zoo.export(model, example_inputs, path, format="pt2" | "pte")
+"""
+from __future__ import annotations
+
+from pathlib import Path as _Path
+
+# In a source checkout models/, kernels/ and datasets/ sit beside zoo/ and install as zoo.models, zoo.kernels and
+# zoo.datasets. Adding the checkout root to this package's path makes `import zoo.models` resolve there too, so the
+# repo works from its root with either `pip install .` or `pip install -e .`.
+_root = _Path(__file__).resolve().parent.parent
+if (_root / "pyproject.toml").is_file() and (_root / "models" / "__init__.py").is_file():
+    if str(_root) not in __path__:
+        __path__.append(str(_root))
+
+__version__ = "0.1.0"
+
+from zoo.registry import (  # noqa: E402
+    PretrainedSource,
+    create_model,
+    list_models,
+    list_pretrained,
+    model_entry,
+    register_model,
+)
+
+
+def __getattr__(name: str):
+    # Hub and export pull in huggingface_hub / torch.export; import them on first use.
+    if name in {"save_pretrained", "from_pretrained", "push_to_hub"}:
+        from zoo import hub
+
+        return getattr(hub, name)
+    if name == "export":
+        from zoo.export import export
+
+        return export
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+
+
+__all__ = [
+    "PretrainedSource",
+    "create_model",
+    "list_models",
+    "list_pretrained",
+    "model_entry",
+    "register_model",
+    "save_pretrained",
+    "from_pretrained",
+    "push_to_hub",
+    "export",
+]
