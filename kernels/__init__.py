@@ -1,0 +1,24 @@
+"""zoo.kernels: the shared attention-kernel layer (torch + triton only)."""
+from .attention import (
+    BlockSparse,
+    Causal,
+    KeyPadding,
+    Mask,
+    MaskSpec,
+    MultiheadAttention,
+    SlidingWindow,
+    Varlen,
+    attention,
+)
+
+__all__ = [
+    "attention",
+    "Mask",
+    "MaskSpec",
+    "Causal",
+    "SlidingWindow",
+    "KeyPadding",
+    "Varlen",
+    "BlockSparse",
+    "MultiheadAttention",
+]

@@ -30,6 +30,10 @@ from zoo.registry import (  # noqa: E402
     register_model,
 )
 
+# Bound eagerly: the submodule zoo.export would otherwise shadow the function once imported (importing a submodule
+# sets it as an attribute of the package). zoo/export.py imports only torch, so this is cheap.
+from zoo.export import export  # noqa: E402
+
 
 def __getattr__(name: str):
     # Hub and export pull in huggingface_hub / torch.export; import them on first use.
@@ -37,10 +41,6 @@ def __getattr__(name: str):
         from zoo import hub
 
         return getattr(hub, name)
-    if name == "export":
-        from zoo.export import export
-
-        return export
     raise AttributeError(f"module 'zoo' has no attribute {name!r}")
 
 

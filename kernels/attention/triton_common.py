@@ -141,6 +141,37 @@ def last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
+def prune_configs(configs, named_args, kwargs, fast, d256, small):
+    """Autotune candidates for one launch: tiles within the sparse block size, small tiles for head dim 256 or
+    small sparse blocks. ZOO_ATTN_TRITON_SINGLE_CONFIG=1 keeps only the first candidate (quick GPU tests)."""
+    def get(name, default):
+        return kwargs.get(name, named_args.get(name, default))
+
+    bs = get("BLOCK_SIZE", 0)
+    d = max(get("BLOCK_D", 64), get("BLOCK_DV", 64))
+    if INTERPRET:
+        allowed = None
+    elif bs and bs < 64:
+        allowed = small
+    elif d >= 256:
+        allowed = d256
+    else:
+        allowed = fast
+    out = []
+    for c in configs:
+        shape = (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
+        if allowed is not None and shape not in allowed:
+            continue
+        if bs and (shape[0] > bs or shape[1] > bs):
+            continue
+        out.append(c)
+    if not out:
+        out = [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1)]
+    if os.environ.get("ZOO_ATTN_TRITON_SINGLE_CONFIG") == "1":
+        out = out[:1]
+    return out
+
+
 def transpose_block_lists(block_indices: torch.Tensor, block_counts: torch.Tensor, n_kblocks: int):
     """Per (b, hb, key block): the query blocks whose lists name it. Returns (indices int32 (B, Hb, nKB, maxq), counts)."""
     B, Hb, nqb, maxb = block_indices.shape
@@ -244,6 +275,21 @@ def visible(rows, cols, Lq, kv_len, off, wl, wr, CAUSAL: tl.constexpr, HAS_WL: t
     """Boolean tile: key cols[None, :] visible to query rows[:, None] (rows and cols are per-sequence positions)."""
     r = rows[:, None]
     c = cols[None, :]
+    ok = (r < Lq) & (c < kv_len) & (c >= 0)
+    if CAUSAL:
+        ok = ok & (c <= r + off)
+    if HAS_WR:
+        ok = ok & (c <= r + off + wr)
+    if HAS_WL:
+        ok = ok & (c >= r + off - wl)
+    return ok
+
+
+@triton.jit
+def visible_t(cols, rows, Lq, kv_len, off, wl, wr, CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr):
+    """Transposed ``visible``: tile (keys, queries)."""
+    r = rows[None, :]
+    c = cols[:, None]
     ok = (r < Lq) & (c < kv_len) & (c >= 0)
     if CAUSAL:
         ok = ok & (c <= r + off)

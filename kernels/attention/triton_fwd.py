@@ -12,8 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_common import (INTERPRET, check_inputs, head_block, key_bounds, last_dim_contiguous, seq_info,
-                            split_range, visible)
+from .triton_common import (INTERPRET, check_inputs, head_block, key_bounds, last_dim_contiguous, prune_configs,
+                            seq_info, split_range, visible)
 
 LOG2E = 1.4426950408889634
 
@@ -23,9 +23,9 @@ def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, o
                n_from, n_to, Lq, kv_len, off, wl, wr, qk_scale,
                HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_N: tl.constexpr,
                MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr,
-               PREC: tl.constexpr, NUM_STAGES: tl.constexpr):
+               PREC: tl.constexpr):
     offs_n0 = tl.arange(0, BLOCK_N)
-    for n in tl.range(n_from, n_to, BLOCK_N, num_stages=NUM_STAGES):
+    for n in tl.range(n_from, n_to, BLOCK_N):
         offs_n = n + offs_n0
         if MASKED:
             kmask = (offs_n[:, None] < kv_len) & (offs_d[None, :] < HEAD_DIM)
@@ -52,36 +52,20 @@ def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, o
     return acc, l_i, m_i
 
 
+_FWD_FAST = [(128, 128, 8, 3), (128, 64, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3)]
+_FWD_D256 = [(64, 64, 4, 2), (64, 32, 4, 2)]
+_FWD_SMALL = [(32, 32, 4, 2), (16, 16, 4, 2)]
+
+
 def _fwd_configs():
     if INTERPRET:
         return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1)]
-    return [
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 128}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 32}, num_warps=4, num_stages=4),
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=2),
-        triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}, num_warps=4, num_stages=2),
-        triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=2),
-    ]
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=st)
+            for m, n, w, st in _FWD_FAST + _FWD_D256 + _FWD_SMALL]
 
 
 def _prune(configs, named_args, **kwargs):
-    """Tiles must divide the sparse block size; large head dims need smaller tiles (shared memory)."""
-    bs = kwargs.get("BLOCK_SIZE", named_args.get("BLOCK_SIZE", 0))
-    d = max(kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 64)), kwargs.get("BLOCK_DV", named_args.get("BLOCK_DV", 64)))
-    out = []
-    for c in configs:
-        bm, bn = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
-        if bs and (bm > bs or bn > bs):
-            continue
-        if d >= 256 and (bm * bn > 64 * 64 or c.num_stages > 2):
-            continue
-        if d < 256 and bm * bn < 64 * 64 and bs >= 64:
-            continue
-        out.append(c)
-    return out or [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1)]
+    return prune_configs(configs, named_args, kwargs, _FWD_FAST, _FWD_D256, _FWD_SMALL)
 
 
 _KEY = ["HEAD_DIM", "HEAD_DIM_V", "CAUSAL", "HAS_WL", "HAS_WR", "VARLEN", "SPARSE", "BLOCK_SIZE", "IS_FP32"]
@@ -101,8 +85,9 @@ def _attn_fwd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     PREC: tl.constexpr = "ieee" if IS_FP32 else "tf32"
-    NS: tl.constexpr = 1 if INTERPRET_MODE else 0
     pid_m = tl.program_id(0)
+    if CAUSAL:  # longest rows first: better tail balance
+        pid_m = tl.num_programs(0) - 1 - pid_m
     pid_bh = tl.program_id(1)
     pid_b = pid_bh // H
     h = pid_bh % H
@@ -139,24 +124,24 @@ def _attn_fwd_kernel(
             a, b, c, e = split_range(start, start + BLOCK_SIZE, lo, hi, flo, fhi, BLOCK_N)
             acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d,
                                        offs_dv, a, b, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V,
-                                       BLOCK_N, True, CAUSAL, HAS_WL, HAS_WR, PREC, NS)
+                                       BLOCK_N, True, CAUSAL, HAS_WL, HAS_WR, PREC)
             acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d,
                                        offs_dv, b, c, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V,
-                                       BLOCK_N, False, CAUSAL, HAS_WL, HAS_WR, PREC, NS)
+                                       BLOCK_N, False, CAUSAL, HAS_WL, HAS_WR, PREC)
             acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d,
                                        offs_dv, c, e, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V,
-                                       BLOCK_N, True, CAUSAL, HAS_WL, HAS_WR, PREC, NS)
+                                       BLOCK_N, True, CAUSAL, HAS_WL, HAS_WR, PREC)
     else:
         a, b, c, e = split_range(lo * 0, kv_len, lo, hi, flo, fhi, BLOCK_N)
         acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
                                    a, b, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_N, True,
-                                   CAUSAL, HAS_WL, HAS_WR, PREC, NS)
+                                   CAUSAL, HAS_WL, HAS_WR, PREC)
         acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
                                    b, c, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_N, False,
-                                   CAUSAL, HAS_WL, HAS_WR, PREC, NS)
+                                   CAUSAL, HAS_WL, HAS_WR, PREC)
         acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
                                    c, e, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_N, True,
-                                   CAUSAL, HAS_WL, HAS_WR, PREC, NS)
+                                   CAUSAL, HAS_WL, HAS_WR, PREC)
 
     empty = l_i == 0.0
     l_safe = tl.where(empty, 1.0, l_i)
@@ -168,8 +153,6 @@ def _attn_fwd_kernel(
     l_base = LSE + bt * stride_lb + h.to(tl.int64) * stride_lh + q_start
     tl.store(l_base + offs_m, lse, mask=offs_m < Lq)
 
-
-INTERPRET_MODE = tl.constexpr(1 if INTERPRET else 0)
 
 
 def _dummy(device) -> torch.Tensor:

@@ -1,0 +1,185 @@
+"""Tabular classification benchmark: Orion-BiX (in-context) vs gradient boosting, random forest, logistic regression.
+
+5-fold stratified cross-validation on small real tables that ship offline (scikit-learn's breast_cancer, wine, iris,
+digits; palmer penguins when the ``palmerpenguins`` package is installed: categorical columns and missing values).
+Per model and table: accuracy, ROC-AUC (one-vs-rest macro for multi-class), log-loss, fit+predict seconds per fold.
+
+    python benchmarks/tabular.py --weights hub/zoo-models/orion_bix_small.prior --out docs/benchmarks/tabular.md
+    python benchmarks/tabular.py --weights official.ckpt ...   # the authors' Orion-BiX-v1.1.ckpt, converted in memory
+    python benchmarks/tabular.py --smoke                        # random-init small model, 2 tables, 2 folds (tests)
+
+Writes one markdown table (plus the mean rank per metric) to ``--out`` and prints it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def load_tables(names: list[str]) -> dict[str, tuple]:
+    """name -> (X as ndarray or DataFrame, y ndarray)."""
+    from sklearn import datasets
+
+    out = {}
+    for name in names:
+        if name == "penguins":
+            try:
+                from palmerpenguins import load_penguins
+            except ImportError:
+                print("palmerpenguins not installed: skipping penguins", file=sys.stderr)
+                continue
+            df = load_penguins().dropna(subset=["species"])
+            out[name] = (df.drop(columns=["species"]).reset_index(drop=True), df["species"].to_numpy().astype(str))
+            continue
+        loader = getattr(datasets, f"load_{name}", None)
+        if loader is None:
+            raise ValueError(f"unknown table {name!r}")
+        X, y = loader(return_X_y=True)
+        out[name] = (X, y)
+    return out
+
+
+def _baseline(name: str, seed: int):
+    from sklearn.compose import make_column_transformer, make_column_selector
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+    def prep(scale: bool, onehot: bool):
+        num = make_pipeline(SimpleImputer(), StandardScaler()) if scale else SimpleImputer()
+        cat = (make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore"))
+               if onehot else OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
+                                             encoded_missing_value=-1))
+        return make_column_transformer((num, make_column_selector(dtype_include="number")),
+                                       (cat, make_column_selector(dtype_exclude="number")))
+
+    if name == "HistGradientBoosting":
+        return lambda frame: make_pipeline(prep(False, False), HistGradientBoostingClassifier(random_state=seed)) \
+            if frame else HistGradientBoostingClassifier(random_state=seed)
+    if name == "RandomForest":
+        return lambda frame: make_pipeline(prep(False, False), RandomForestClassifier(random_state=seed, n_jobs=-1)) \
+            if frame else RandomForestClassifier(random_state=seed, n_jobs=-1)
+    if name == "LogisticRegression":
+        return lambda frame: make_pipeline(prep(True, True), LogisticRegression(max_iter=2000)) \
+            if frame else make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    raise ValueError(name)
+
+
+def evaluate(model_fn, X, y, folds: int, seed: int) -> dict[str, float]:
+    """Mean metrics over stratified folds for ``model_fn(is_frame) -> estimator``."""
+    from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.preprocessing import LabelEncoder
+
+    y = LabelEncoder().fit_transform(y)
+    frame = hasattr(X, "iloc")
+    accs, aucs, lls, secs = [], [], [], []
+    for tr, te in StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y):
+        Xtr, Xte = (X.iloc[tr], X.iloc[te]) if frame else (X[tr], X[te])
+        est = model_fn(frame)
+        t0 = time.perf_counter()
+        est.fit(Xtr, y[tr])
+        p = est.predict_proba(Xte)
+        secs.append(time.perf_counter() - t0)
+        p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1)
+        p = p / p.sum(1, keepdims=True)
+        labels = np.arange(p.shape[1])
+        accs.append(accuracy_score(y[te], p.argmax(1)))
+        lls.append(log_loss(y[te], p, labels=labels))
+        aucs.append(roc_auc_score(y[te], p[:, 1]) if p.shape[1] == 2
+                    else roc_auc_score(y[te], p, multi_class="ovr", average="macro", labels=labels))
+    return {"acc": float(np.mean(accs)), "auc": float(np.mean(aucs)), "logloss": float(np.mean(lls)),
+            "sec": float(np.mean(secs))}
+
+
+def markdown(results: dict, tables: dict, models: list[str], header: str) -> str:
+    """One markdown table: rows = table x model, plus mean rank per metric over the tables."""
+    lines = [header, "", "| table (n x F, classes) | model | accuracy | ROC-AUC | log-loss | fit+predict s/fold |",
+             "|---|---|---|---|---|---|"]
+    ranks = {m: {"acc": [], "auc": [], "logloss": []} for m in models}
+    for t, (X, y) in tables.items():
+        desc = f"{t} ({X.shape[0]} x {X.shape[1]}, {len(np.unique(y))})"
+        for metric, better in (("acc", -1), ("auc", -1), ("logloss", 1)):
+            vals = np.array([better * results[t][m][metric] for m in models])
+            order = vals.argsort(kind="stable").argsort() + 1.0
+            for m, r in zip(models, order):
+                ranks[m][metric].append(r)
+        for m in models:
+            r = results[t][m]
+            lines.append(f"| {desc} | {m} | {r['acc']:.4f} | {r['auc']:.4f} | {r['logloss']:.4f} | {r['sec']:.3f} |")
+    lines += ["", "Mean rank over the tables (1 = best):", "", "| model | accuracy | ROC-AUC | log-loss |",
+              "|---|---|---|---|"]
+    for m in models:
+        lines.append(f"| {m} | " + " | ".join(f"{np.mean(ranks[m][k]):.2f}" for k in ("acc", "auc", "logloss")) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--weights", default=None, help="zoo hub folder, registry name.tag, or the authors' .ckpt")
+    ap.add_argument("--name", default=None, help="label of our model in the table (default: from --weights)")
+    ap.add_argument("--tables", default="breast_cancer,wine,iris,digits,penguins")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--n-estimators", type=int, default=32)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--baselines", default="HistGradientBoosting,RandomForest,LogisticRegression")
+    ap.add_argument("--out", default="docs/benchmarks/tabular.md")
+    ap.add_argument("--json", default=None, help="also write the raw numbers here")
+    ap.add_argument("--smoke", action="store_true", help="random-init small model, iris+wine, 2 folds, 2 members")
+    args = ap.parse_args(argv)
+
+    from zoo.tabular import OrionBixClassifier
+
+    if args.smoke:
+        args.tables, args.folds, args.n_estimators = "iris,wine", 2, 2
+    tables = load_tables([t for t in args.tables.split(",") if t])
+    if args.smoke or args.weights is None:
+        ours_name = args.name or "Orion-BiX small (random init)"
+        kw = dict(model="orion_bix_small", pretrained=False)
+    else:
+        w = args.weights
+        ours_name = args.name or f"Orion-BiX ({Path(w).name})"
+        kw = dict(model=w, pretrained=True)
+    models = {ours_name: lambda frame: OrionBixClassifier(n_estimators=args.n_estimators, device=args.device,
+                                                          random_state=args.seed, **kw)}
+    for b in [b for b in args.baselines.split(",") if b]:
+        models[b] = _baseline(b, args.seed)
+
+    results: dict = {}
+    for t, (X, y) in tables.items():
+        results[t] = {}
+        for m, fn in models.items():
+            results[t][m] = evaluate(fn, X, y, args.folds, args.seed)
+            r = results[t][m]
+            print(f"{t:14s} {m:32s} acc {r['acc']:.4f} auc {r['auc']:.4f} ll {r['logloss']:.4f} {r['sec']:.2f}s",
+                  flush=True)
+    import torch
+
+    dev = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    header = (f"# Tabular benchmark\n\n{args.folds}-fold stratified CV (seed {args.seed}); Orion-BiX: "
+              f"`OrionBixClassifier(n_estimators={args.n_estimators})` with weights `{args.weights}` on {dev}; "
+              f"baselines: scikit-learn defaults (LogisticRegression standardised, max_iter 2000). "
+              f"Generated by `benchmarks/tabular.py`.")
+    md = markdown(results, tables, list(models), header)
+    print(md)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(md)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()

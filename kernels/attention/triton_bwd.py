@@ -1,0 +1,358 @@
+"""FlashAttention-2 style Triton backward, deterministic (no atomics).
+
+One kernel per query tile computes dq (and delta = rowsum(o * do) in fp32, the usual preprocess, fused in); then one
+kernel per key tile accumulates dk/dv over the query tiles that can see it and over the query heads of its KV group
+(GQA sums need no second pass). Both visit only the tiles the mask reaches; block-sparse lists are transposed on the host for the dk/dv kernel.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from .triton_common import (INTERPRET, check_inputs, head_block, key_bounds, last_dim_contiguous, prune_configs,
+                            query_bounds, seq_info, split_range, transpose_block_lists, visible, visible_t)
+
+LOG2E = 1.4426950408889634
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# dk / dv
+# ---------------------------------------------------------------------------------------------------------------
+@triton.jit
+def _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don, offs_n, offs_d, offs_dv,
+                m_from, m_to, Lq, kv_len, off, wl, wr, qk_scale,
+                HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_M: tl.constexpr, MASKED: tl.constexpr,
+                CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, PREC: tl.constexpr):
+    offs_m0 = tl.arange(0, BLOCK_M)
+    for m in tl.range(m_from, m_to, BLOCK_M):
+        offs_m = m + offs_m0
+        if MASKED:
+            rmask = offs_m < Lq
+        else:
+            rmask = offs_m >= 0
+        q = tl.load(q_base + offs_m[:, None] * stride_qn + offs_d[None, :],
+                    mask=rmask[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
+        do = tl.load(do_base + offs_m[:, None] * stride_don + offs_dv[None, :],
+                     mask=rmask[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)
+        lse = tl.load(lse_base + offs_m, mask=rmask, other=float("-inf"))
+        lse2 = tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
+        delta = tl.load(delta_base + offs_m, mask=rmask, other=0.0)
+        s_t = tl.dot(k, tl.trans(q), input_precision=PREC) * qk_scale
+        p_t = tl.math.exp2(s_t - lse2[None, :])
+        if MASKED:
+            ok = visible_t(offs_n, offs_m, Lq, kv_len, off, wl, wr, CAUSAL, HAS_WL, HAS_WR)
+            p_t = tl.where(ok, p_t, 0.0)
+        dv += tl.dot(p_t.to(do.dtype), do, input_precision=PREC)
+        dp_t = tl.dot(v, tl.trans(do), input_precision=PREC)
+        ds_t = p_t * (dp_t - delta[None, :])
+        dk += tl.dot(ds_t.to(q.dtype), q, input_precision=PREC)
+    return dk, dv
+
+
+_DKDV_FAST = [(32, 128, 4, 3), (64, 128, 8, 3), (64, 64, 4, 3)]
+_DQ_FAST = [(128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3)]
+_BWD_D256 = [(32, 32, 4, 2), (64, 32, 4, 2)]
+_BWD_SMALL = [(16, 16, 4, 2), (32, 32, 4, 1)]
+
+
+def _bwd_configs(fast):
+    if INTERPRET:
+        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1)]
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=st)
+            for m, n, w, st in fast + _BWD_D256 + _BWD_SMALL]
+
+
+def _prune_dkdv(configs, named_args, **kwargs):
+    return prune_configs(configs, named_args, kwargs, _DKDV_FAST, _BWD_D256, _BWD_SMALL)
+
+
+def _prune_dq(configs, named_args, **kwargs):
+    return prune_configs(configs, named_args, kwargs, _DQ_FAST, _BWD_D256, _BWD_SMALL)
+
+
+_KEY = ["HEAD_DIM", "HEAD_DIM_V", "CAUSAL", "HAS_WL", "HAS_WR", "VARLEN", "SPARSE", "BLOCK_SIZE", "IS_FP32"]
+
+
+@triton.autotune(configs=_bwd_configs(_DKDV_FAST), key=_KEY, prune_configs_by={"early_config_prune": _prune_dkdv})
+@triton.jit
+def _attn_bwd_dkdv_kernel(
+    Q, K, V, DO, LSE, DELTA, DK, DV, CU_Q, CU_K, SEQLENS_K, TIDX, TCNT,
+    stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
+    stride_dob, stride_doh, stride_don, stride_lb, stride_lh,
+    stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn,
+    stride_ib, stride_ih, stride_ik, stride_cb, stride_ch,
+    HKV, GROUP, HB_DIV, NQ, NK, qk_scale, scale, wl, wr,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, VARLEN: tl.constexpr,
+    HAS_SEQLENS_K: tl.constexpr, SPARSE: tl.constexpr, BLOCK_SIZE: tl.constexpr, IS_FP32: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    PREC: tl.constexpr = "ieee" if IS_FP32 else "tf32"
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    pid_b = pid_bh // HKV
+    hk = pid_bh % HKV
+    q_start, Lq, k_start, Lk, kv_len = seq_info(pid_b, CU_Q, CU_K, SEQLENS_K, NQ, NK, VARLEN, HAS_SEQLENS_K)
+    n0 = pid_n * BLOCK_N
+    if n0 >= Lk:
+        return
+    off = Lk - Lq
+    bt = pid_b.to(tl.int64)
+    if VARLEN:
+        bt = bt * 0
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    nmask = offs_n < Lk
+    k_off = bt * stride_kb + hk.to(tl.int64) * stride_kh + k_start.to(tl.int64) * stride_kn
+    v_off = bt * stride_vb + hk.to(tl.int64) * stride_vh + k_start.to(tl.int64) * stride_vn
+    k = tl.load(K + k_off + offs_n[:, None] * stride_kn + offs_d[None, :],
+                mask=nmask[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
+    v = tl.load(V + v_off + offs_n[:, None] * stride_vn + offs_dv[None, :],
+                mask=nmask[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
+    lo, hi, flo, fhi = query_bounds(n0, BLOCK_N, Lq, kv_len, off, wl, wr, CAUSAL, HAS_WL, HAS_WR)
+    for g in tl.range(0, GROUP):
+        h = (hk * GROUP + g).to(tl.int64)
+        q_base = Q + bt * stride_qb + h * stride_qh + q_start.to(tl.int64) * stride_qn
+        do_base = DO + bt * stride_dob + h * stride_doh + q_start.to(tl.int64) * stride_don
+        lse_base = LSE + bt * stride_lb + h * stride_lh + q_start
+        delta_base = DELTA + bt * stride_lb + h * stride_lh + q_start
+        if SPARSE:
+            hb = h // HB_DIV
+            kb = n0 // BLOCK_SIZE
+            idx_base = TIDX + bt * stride_ib + hb * stride_ih + kb.to(tl.int64) * stride_ik
+            cnt = tl.load(TCNT + bt * stride_cb + hb * stride_ch + kb)
+            for t in tl.range(0, cnt):
+                qb = tl.load(idx_base + t)
+                start = qb * BLOCK_SIZE
+                a, b, c, e = split_range(start, start + BLOCK_SIZE, lo, hi, flo, fhi, BLOCK_M)
+                dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don,
+                                     offs_n, offs_d, offs_dv, a, b, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM,
+                                     HEAD_DIM_V, BLOCK_M, True, CAUSAL, HAS_WL, HAS_WR, PREC)
+                dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don,
+                                     offs_n, offs_d, offs_dv, b, c, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM,
+                                     HEAD_DIM_V, BLOCK_M, False, CAUSAL, HAS_WL, HAS_WR, PREC)
+                dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don,
+                                     offs_n, offs_d, offs_dv, c, e, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM,
+                                     HEAD_DIM_V, BLOCK_M, True, CAUSAL, HAS_WL, HAS_WR, PREC)
+        else:
+            a, b, c, e = split_range(lo * 0, Lq, lo, hi, flo, fhi, BLOCK_M)
+            dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don,
+                                 offs_n, offs_d, offs_dv, a, b, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM,
+                                 HEAD_DIM_V, BLOCK_M, True, CAUSAL, HAS_WL, HAS_WR, PREC)
+            dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don,
+                                 offs_n, offs_d, offs_dv, b, c, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM,
+                                 HEAD_DIM_V, BLOCK_M, False, CAUSAL, HAS_WL, HAS_WR, PREC)
+            dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don,
+                                 offs_n, offs_d, offs_dv, c, e, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM,
+                                 HEAD_DIM_V, BLOCK_M, True, CAUSAL, HAS_WL, HAS_WR, PREC)
+    dk_off = bt * stride_dkb + hk.to(tl.int64) * stride_dkh + k_start.to(tl.int64) * stride_dkn
+    dv_off = bt * stride_dvb + hk.to(tl.int64) * stride_dvh + k_start.to(tl.int64) * stride_dvn
+    tl.store(DK + dk_off + offs_n[:, None] * stride_dkn + offs_d[None, :], (dk * scale).to(DK.dtype.element_ty),
+             mask=nmask[:, None] & (offs_d[None, :] < HEAD_DIM))
+    tl.store(DV + dv_off + offs_n[:, None] * stride_dvn + offs_dv[None, :], dv.to(DV.dtype.element_ty),
+             mask=nmask[:, None] & (offs_dv[None, :] < HEAD_DIM_V))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# dq
+# ---------------------------------------------------------------------------------------------------------------
+@triton.jit
+def _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
+              n_from, n_to, Lq, kv_len, off, wl, wr, qk_scale,
+              HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
+              CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, PREC: tl.constexpr):
+    offs_n0 = tl.arange(0, BLOCK_N)
+    for n in tl.range(n_from, n_to, BLOCK_N):
+        offs_n = n + offs_n0
+        if MASKED:
+            cmask = offs_n < kv_len
+        else:
+            cmask = offs_n >= 0
+        k = tl.load(k_base + offs_n[:, None] * stride_kn + offs_d[None, :],
+                    mask=cmask[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
+        v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_dv[None, :],
+                    mask=cmask[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
+        p = tl.math.exp2(s - lse2[:, None])
+        if MASKED:
+            ok = visible(offs_m, offs_n, Lq, kv_len, off, wl, wr, CAUSAL, HAS_WL, HAS_WR)
+            p = tl.where(ok, p, 0.0)
+        dp = tl.dot(do, tl.trans(v), input_precision=PREC)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(k.dtype), k, input_precision=PREC)
+    return dq
+
+
+@triton.autotune(configs=_bwd_configs(_DQ_FAST), key=_KEY, prune_configs_by={"early_config_prune": _prune_dq})
+@triton.jit
+def _attn_bwd_dq_kernel(
+    Q, K, V, DO, LSE, DELTA, DQ, O, CU_Q, CU_K, SEQLENS_K, BIDX, BCNT,
+    stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
+    stride_dob, stride_doh, stride_don, stride_lb, stride_lh, stride_dqb, stride_dqh, stride_dqn,
+    stride_ob, stride_oh, stride_on,
+    stride_ib, stride_ih, stride_iq, stride_cb, stride_ch,
+    H, GROUP, HB_DIV, NQ, NK, qk_scale, scale, wl, wr,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, VARLEN: tl.constexpr,
+    HAS_SEQLENS_K: tl.constexpr, SPARSE: tl.constexpr, BLOCK_SIZE: tl.constexpr, IS_FP32: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    PREC: tl.constexpr = "ieee" if IS_FP32 else "tf32"
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    pid_b = pid_bh // H
+    h = pid_bh % H
+    hk = h // GROUP
+    q_start, Lq, k_start, Lk, kv_len = seq_info(pid_b, CU_Q, CU_K, SEQLENS_K, NQ, NK, VARLEN, HAS_SEQLENS_K)
+    m0 = pid_m * BLOCK_M
+    if m0 >= Lq:
+        return
+    off = Lk - Lq
+    bt = pid_b.to(tl.int64)
+    if VARLEN:
+        bt = bt * 0
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    rmask = offs_m < Lq
+    q_off = bt * stride_qb + h.to(tl.int64) * stride_qh + q_start.to(tl.int64) * stride_qn
+    do_off = bt * stride_dob + h.to(tl.int64) * stride_doh + q_start.to(tl.int64) * stride_don
+    l_off = bt * stride_lb + h.to(tl.int64) * stride_lh + q_start
+    q = tl.load(Q + q_off + offs_m[:, None] * stride_qn + offs_d[None, :],
+                mask=rmask[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
+    do = tl.load(DO + do_off + offs_m[:, None] * stride_don + offs_dv[None, :],
+                 mask=rmask[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)
+    lse = tl.load(LSE + l_off + offs_m, mask=rmask, other=float("-inf"))
+    lse2 = tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
+    o_off = bt * stride_ob + h.to(tl.int64) * stride_oh + q_start.to(tl.int64) * stride_on
+    o = tl.load(O + o_off + offs_m[:, None] * stride_on + offs_dv[None, :],
+                mask=rmask[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)  # preprocess fused here; the dk/dv kernel reads it
+    tl.store(DELTA + l_off + offs_m, delta, mask=rmask)
+    k_base = K + bt * stride_kb + hk.to(tl.int64) * stride_kh + k_start.to(tl.int64) * stride_kn
+    v_base = V + bt * stride_vb + hk.to(tl.int64) * stride_vh + k_start.to(tl.int64) * stride_vn
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    lo, hi, flo, fhi = key_bounds(m0, BLOCK_M, Lq, kv_len, off, wl, wr, CAUSAL, HAS_WL, HAS_WR)
+    if SPARSE:
+        hb = h // HB_DIV
+        qb = m0 // BLOCK_SIZE
+        idx_base = BIDX + bt * stride_ib + hb.to(tl.int64) * stride_ih + qb.to(tl.int64) * stride_iq
+        cnt = tl.load(BCNT + bt * stride_cb + hb.to(tl.int64) * stride_ch + qb)
+        for t in tl.range(0, cnt):
+            kb = tl.load(idx_base + t)
+            start = kb * BLOCK_SIZE
+            a, b, c, e = split_range(start, start + BLOCK_SIZE, lo, hi, flo, fhi, BLOCK_N)
+            dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
+                           a, b, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_N, True,
+                           CAUSAL, HAS_WL, HAS_WR, PREC)
+            dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
+                           b, c, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_N, False,
+                           CAUSAL, HAS_WL, HAS_WR, PREC)
+            dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
+                           c, e, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_N, True,
+                           CAUSAL, HAS_WL, HAS_WR, PREC)
+    else:
+        a, b, c, e = split_range(lo * 0, kv_len, lo, hi, flo, fhi, BLOCK_N)
+        dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
+                       a, b, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_N, True,
+                       CAUSAL, HAS_WL, HAS_WR, PREC)
+        dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
+                       b, c, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_N, False,
+                       CAUSAL, HAS_WL, HAS_WR, PREC)
+        dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
+                       c, e, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_N, True,
+                       CAUSAL, HAS_WL, HAS_WR, PREC)
+    dq_off = bt * stride_dqb + h.to(tl.int64) * stride_dqh + q_start.to(tl.int64) * stride_dqn
+    tl.store(DQ + dq_off + offs_m[:, None] * stride_dqn + offs_d[None, :], (dq * scale).to(DQ.dtype.element_ty),
+             mask=rmask[:, None] & (offs_d[None, :] < HEAD_DIM))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# launcher
+# ---------------------------------------------------------------------------------------------------------------
+def attention_bwd(do, q, k, v, o, lse, *, scale: float, causal: bool = False, window_left: int = -1,
+                  window_right: int = -1, seqlens_k=None, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q: int = 0,
+                  max_seqlen_k: int = 0, block_indices=None, block_counts=None, block_size: int = 0):
+    """Gradients of ``attention_fwd``.
+
+    do, o (B, Hq, Nq, Dv); lse (B, Hq, Nq) float32 from the forward. Returns dq, dk, dv in the shapes and dtypes of
+    q, k, v (dk/dv summed over the query heads of each KV group). Rows with nothing visible get zero gradient.
+    """
+    ma = check_inputs(q, k, v, scale=scale, causal=causal, window_left=window_left, window_right=window_right,
+                      seqlens_k=seqlens_k, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k,
+                      max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, block_indices=block_indices,
+                      block_counts=block_counts, block_size=block_size)
+    B, H, Nq, D = q.shape
+    Hkv, Nk, Dv = k.shape[1], k.shape[2], v.shape[3]
+    for name, t in (("do", do), ("o", o)):
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != (B, H, Nq, Dv):
+            raise ValueError(f"{name} must have shape {(B, H, Nq, Dv)}, got "
+                             f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
+        if t.device != q.device:
+            raise ValueError(f"{name} must be on {q.device}, got {t.device}")
+        if t.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise ValueError(f"{name} must be a float tensor, got {t.dtype}")
+    if not isinstance(lse, torch.Tensor) or tuple(lse.shape) != (B, H, Nq):
+        raise ValueError(f"lse must have shape {(B, H, Nq)}")
+    if lse.device != q.device:
+        raise ValueError(f"lse must be on {q.device}, got {lse.device}")
+    if not math.isfinite(float(scale)):
+        raise ValueError(f"scale must be finite, got {scale}")
+    scale = float(scale)
+    q, k, v = last_dim_contiguous(q), last_dim_contiguous(k), last_dim_contiguous(v)
+    do = last_dim_contiguous(do.to(q.dtype))
+    lse = lse.to(torch.float32).contiguous()
+    o = last_dim_contiguous(o)
+    delta = torch.empty(B, H, Nq, dtype=torch.float32, device=q.device)  # written by the dq kernel
+
+    alloc = torch.zeros if ma.varlen else torch.empty
+    dq = alloc(q.shape, dtype=q.dtype, device=q.device)
+    dk = alloc(k.shape, dtype=k.dtype, device=k.device)
+    dv = alloc(v.shape, dtype=v.dtype, device=v.device)
+    dev = q.device
+    dummy = torch.zeros(1, dtype=torch.int32, device=dev)
+    if ma.varlen:
+        n_seq = ma.cu_seqlens_q.numel() - 1
+        max_q, max_k = ma.max_seqlen_q, ma.max_seqlen_k
+    else:
+        n_seq, max_q, max_k = B, Nq, Nk
+    if n_seq == 0:
+        return dq, dk, dv
+    if ma.sparse:
+        bidx, bcnt = ma.block_indices, ma.block_counts
+        hb_div = H // bidx.shape[1]
+        tidx, tcnt = transpose_block_lists(bidx, bcnt, triton.cdiv(Nk, ma.block_size))
+        sb = (bidx.stride(0), bidx.stride(1), bidx.stride(2), bcnt.stride(0), bcnt.stride(1))
+        st = (tidx.stride(0), tidx.stride(1), tidx.stride(2), tcnt.stride(0), tcnt.stride(1))
+    else:
+        bidx = bcnt = tidx = tcnt = dummy
+        hb_div = 1
+        sb = st = (0, 0, 0, 0, 0)
+    cu_q = ma.cu_seqlens_q if ma.varlen else dummy
+    cu_k = ma.cu_seqlens_k if ma.varlen else dummy
+    sk = ma.seqlens_k if ma.seqlens_k is not None else dummy
+    meta = dict(HEAD_DIM=D, HEAD_DIM_V=Dv, BLOCK_D=head_block(D), BLOCK_DV=head_block(Dv), CAUSAL=ma.causal,
+                HAS_WL=ma.window_left >= 0, HAS_WR=ma.window_right >= 0, VARLEN=ma.varlen,
+                HAS_SEQLENS_K=ma.seqlens_k is not None, SPARSE=ma.sparse,
+                BLOCK_SIZE=ma.block_size if ma.sparse else 0, IS_FP32=q.dtype == torch.float32)
+    common_strides = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2), v.stride(0),
+                      v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2), lse.stride(0),
+                      lse.stride(1))
+    # dq first: it also computes delta = rowsum(o * do), which the dk/dv kernel reads.
+    if max_q > 0:
+        _attn_bwd_dq_kernel[lambda m: (triton.cdiv(max_q, m["BLOCK_M"]), n_seq * H)](
+            q, k, v, do, lse, delta, dq, o, cu_q, cu_k, sk, bidx, bcnt, *common_strides,
+            dq.stride(0), dq.stride(1), dq.stride(2), o.stride(0), o.stride(1), o.stride(2), *sb,
+            H, H // Hkv, hb_div, Nq, Nk, scale * LOG2E, scale, ma.window_left, ma.window_right, **meta)
+    if max_k > 0:
+        _attn_bwd_dkdv_kernel[lambda m: (triton.cdiv(max_k, m["BLOCK_N"]), n_seq * Hkv)](
+            q, k, v, do, lse, delta, dk, dv, cu_q, cu_k, sk, tidx, tcnt, *common_strides,
+            dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2), *st,
+            Hkv, H // Hkv, hb_div, Nq, Nk, scale * LOG2E, scale, ma.window_left, ma.window_right, **meta)
+    return dq, dk, dv
