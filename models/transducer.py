@@ -76,12 +76,15 @@ def extend_query(
     return torch.cat([q + u[None, :, None, :], q_pos], dim=-1)
 
 
+ATTENTION_BACKEND = "auto"  # zoo.kernels.attention backend (benchmarks switch it: "sdpa", "triton", ...)
+
+
 def relative_attention(q_ext, k_ext, v, mask, head_dim: int) -> torch.Tensor:
     """The one place attention is called: (B, H, Nq, Dh+P), (B, H, Nk, Dh+P), (B, H, Nk, Dh) -> (B, H, Nq, Dh).
 
     Scores are scaled by ``1 / sqrt(head_dim)`` (content and position terms alike, as in Transformer-XL).
     """
-    return attention(q_ext, k_ext, v, mask, scale=head_dim ** -0.5)
+    return attention(q_ext, k_ext, v, mask, scale=head_dim ** -0.5, backend=ATTENTION_BACKEND)
 
 
 def context_mask(left: int, right: int, lengths: torch.Tensor | None):
