@@ -87,7 +87,8 @@ def dense(B, H, N, D, causal, do_bwd):
     with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
         F.scaled_dot_product_attention(qr, kr, vr, is_causal=causal, scale=scale).backward(do)
     errs = [(a.float() - b.grad.float()).abs().max().item() for a, b in ((dq, qr), (dk, kr), (dv, vr))]
-    record(name, "zoo triton", ms, 3.5 * flops, bwd_only_ms=round(ms_b, 4), bwd_tflops=round(2.5 * flops / ms_b * 1e-9, 1),
+    record(name, "zoo triton", ms, 3.5 * flops, bwd_only_ms=round(ms_b, 4),
+           bwd_tflops=round(2.5 * flops / ms_b * 1e-9, 1),
            max_grad_err_vs_cudnn=errs, config_dkdv=best(_attn_bwd_dkdv_kernel), config_dq=best(_attn_bwd_dq_kernel))
     for label, be in (("SDPA flash", SDPBackend.FLASH_ATTENTION), ("SDPA cuDNN", SDPBackend.CUDNN_ATTENTION)):
         qr, kr, vr = (t.detach().clone().requires_grad_() for t in (q, k, v))

@@ -84,10 +84,9 @@ def build_candidates(include_merged: bool = True) -> list[tuple[str, str, nn.Mod
     return rows
 
 
-def run(runs: int = 50, warmup: int = 10, threads: int = 2, size: int = 224, include_merged: bool = True) -> str:
-    """Time every candidate; returns the markdown report."""
+def _time_rows(rows, runs: int, warmup: int, threads: int, size: int) -> str:
+    """Time every candidate with ``threads`` torch threads; returns a markdown section."""
     torch.set_num_threads(threads)
-    rows = build_candidates(include_merged)
     x = torch.randn(1, 3, size, size)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     times: list[list[float]] = [[] for _ in rows]
@@ -112,36 +111,51 @@ def run(runs: int = 50, warmup: int = 10, threads: int = 2, size: int = 224, inc
         q = statistics.quantiles(t, n=10, method="inclusive")
         lines.append(f"| {name} | {form} | {_params(m) / 1e6:.3f}M | {med:.2f} | {min(t):.2f} | {q[0]:.2f}-{q[-1]:.2f} | "
                      f"{train_median[name] / med:.2f}x |")
+    return "\n".join([
+        f"## torch threads: {threads}",
+        "",
+        f"1-minute load average before/after: {load_before:.1f} / {load_after:.1f}",
+        "",
+        *lines,
+        "",
+    ])
+
+
+def run(runs: int = 50, warmup: int = 10, threads=(2,), size: int = 224, include_merged: bool = True) -> str:
+    """Time every candidate for each thread count; returns the markdown report."""
     import timm
 
+    rows = build_candidates(include_merged)
+    sections = [_time_rows(rows, runs, warmup, t, size) for t in threads]
     header = [
         "# RepNeXt CPU latency (batch 1)",
         "",
         f"- date: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- CPU: {_cpu_name()} ({os.cpu_count()} logical cores visible), torch threads: {threads}",
+        f"- CPU: {_cpu_name()} ({os.cpu_count()} logical cores visible)",
         f"- torch {torch.__version__}, timm {timm.__version__}, Python {platform.python_version()}",
         f"- input 1x3x{size}x{size} float32, `torch.inference_mode()`, eager; {warmup} warm-up rounds, median of "
         f"{runs} rounds, models timed round-robin",
-        f"- 1-minute load average before/after: {load_before:.1f} / {load_after:.1f} (a loaded machine inflates "
-        "absolute numbers; the ratios within one run are the comparable part)",
-        "- command: `python benchmarks/repnext.py --out docs/benchmarks/repnext_cpu.md`",
+        "- a loaded machine inflates absolute numbers (with 2 threads on 2 busy cores, OpenMP barrier waits dominate);"
+        " compare rows within one section",
+        f"- command: `python benchmarks/repnext.py --threads {' '.join(map(str, threads))} --runs {runs} "
+        f"--warmup {warmup} --out docs/benchmarks/repnext_cpu.md`",
         "",
     ]
-    return "\n".join(header + lines) + "\n"
+    return "\n".join(header + sections)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, nargs="+", default=[2], help="one section per thread count")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--no-merged", action="store_true", help="skip the 11x11-merge illustration row")
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown report to this file")
     args = parser.parse_args(argv)
-    if args.runs < 2 or args.warmup < 0 or args.threads < 1:
+    if args.runs < 2 or args.warmup < 0 or min(args.threads) < 1:
         raise ValueError("--runs must be >= 2, --warmup >= 0, --threads >= 1")
-    report = run(args.runs, args.warmup, args.threads, args.size, not args.no_merged)
+    report = run(args.runs, args.warmup, tuple(args.threads), args.size, not args.no_merged)
     print(report)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

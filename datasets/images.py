@@ -226,7 +226,7 @@ class _ImageDataModule(L.LightningDataModule):
 
     # -------------------------------------------------------------- transforms
     def _model_pretrained_cfg(self) -> dict[str, Any]:
-        trainer = getattr(self, "_trainer", None)
+        trainer = getattr(self, "trainer", None)
         task = getattr(trainer, "lightning_module", None) if trainer is not None else None
         model = getattr(task, "model", None)
         if model is None:

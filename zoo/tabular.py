@@ -235,6 +235,23 @@ def _is_dataframe(X) -> bool:
 _MODEL_CACHE: dict[tuple, nn.Module] = {}
 
 
+def _checkout_hub_folder(name: str) -> Path | None:
+    """``hub/<org>/<name>`` of a source checkout holding the weights of registry tag ``name``, if present (so the
+    published-in-repo weights work offline before they are on the Hugging Face Hub)."""
+    import zoo
+
+    arch, _, tag = name.partition(".")
+    try:
+        entry = zoo.model_entry(arch)
+    except KeyError:
+        return None
+    src = entry.pretrained.get(tag or entry.default_tag or "")
+    if src is None:
+        return None
+    folder = Path(zoo.__file__).resolve().parent.parent / "hub" / src.repo_id
+    return folder if (folder / src.filename).is_file() and (folder / "config.json").is_file() else None
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # estimator
 # ----------------------------------------------------------------------------------------------------------------
@@ -247,6 +264,7 @@ class OrionBixClassifier(ClassifierMixin, BaseEstimator):
             folder (``config.json`` + ``model.safetensors``), the authors' ``.ckpt`` (converted in memory with
             ``zoo.models.orion_bix.convert_checkpoint``) or an ``nn.Module``.
         pretrained: load weights for a registry ``model`` (ignored for folders, files and modules).
+        model_args: constructor overrides for a registry ``model`` (e.g. a tiny random-init model for tests).
         n_estimators: ensemble members (feature permutation x class shift x normalisation), at most
             ``n_features * n_classes * len(norm_methods)`` are distinct.
         norm_methods: ``None`` (= ``["none", "power"]``), a string or a list of ``"none"``/``"power"``.
@@ -270,6 +288,7 @@ class OrionBixClassifier(ClassifierMixin, BaseEstimator):
         self,
         model: str | Path | nn.Module = "orion_bix_small.prior",
         pretrained: bool = True,
+        model_args: dict | None = None,
         n_estimators: int = 32,
         norm_methods: str | list[str] | None = None,
         feat_shuffle_method: str = "latin",
@@ -285,6 +304,7 @@ class OrionBixClassifier(ClassifierMixin, BaseEstimator):
     ):
         self.model = model
         self.pretrained = pretrained
+        self.model_args = model_args
         self.n_estimators = n_estimators
         self.norm_methods = norm_methods
         self.feat_shuffle_method = feat_shuffle_method
@@ -357,7 +377,9 @@ class OrionBixClassifier(ClassifierMixin, BaseEstimator):
             raise TypeError(f"model must be a registry name, a path or an nn.Module, got {type(src).__name__}")
         path = Path(src)
         seed = self._seed()
-        key = (str(src), bool(self.pretrained), str(device), seed if not self.pretrained else None)
+        margs = dict(self.model_args or {})
+        key = (str(src), bool(self.pretrained), str(device), seed if not self.pretrained else None,
+               tuple(sorted((k, repr(v)) for k, v in margs.items())))
         if key in _MODEL_CACHE:
             return _MODEL_CACHE[key]
         if path.exists():
@@ -368,11 +390,13 @@ class OrionBixClassifier(ClassifierMixin, BaseEstimator):
             else:
                 model = zoo.from_pretrained(path)
         elif self.pretrained:
-            model = zoo.create_model(str(src), pretrained=True)
+            local = _checkout_hub_folder(str(src))
+            model = (zoo.from_pretrained(local, **margs) if local is not None
+                     else zoo.create_model(str(src), pretrained=True, **margs))
         else:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0 if seed is None else seed)
-                model = zoo.create_model(str(src).partition(".")[0])
+                model = zoo.create_model(str(src).partition(".")[0], **margs)
         model = model.to(device).float().eval()
         if len(_MODEL_CACHE) > 8:
             _MODEL_CACHE.clear()

@@ -23,6 +23,13 @@ def _check_tensor(name: str, t, shape_doc: str) -> None:
         raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
 
 
+def _exporting() -> bool:
+    """True while torch.export traces. Not ``torch.compiler.is_exporting()``: Dynamo folds that to True under plain
+    ``torch.compile`` as well (torch 2.11), which would hide the Triton op from compiled models."""
+    flag = getattr(torch.compiler, "_is_exporting_flag", None)
+    return torch.compiler.is_exporting() if flag is None else bool(flag)
+
+
 def _mask_cache(mask) -> dict | None:
     if mask is None:
         return None
@@ -99,7 +106,7 @@ def attention(
     if spec is not None:
         spec.validate(b, hq, hkv, nq, nk, q.device)
 
-    exporting = torch.compiler.is_exporting()
+    exporting = _exporting()
     case = Case(
         device=q.device, dtype=q.dtype, batch=b, heads_q=hq, heads_kv=hkv, nq=nq, nk=nk, head_dim=d,
         head_dim_v=v.shape[-1], kind=spec.kind if spec is not None else "none",

@@ -60,6 +60,7 @@ def sdpa_attention(q, k, v, spec: MaskSpec | None, scale: float, return_lse: boo
 
 # ----------------------------------------------------------------------------------------------------------- flex
 _compiled_flex = None
+_SHARED_BLOCK_MASKS: dict = {}
 
 
 def _flex_fn(device: torch.device):
@@ -78,8 +79,13 @@ def flex_block_mask(spec: MaskSpec | None, q, k, cache: dict | None = None):
     if spec is None:
         return None
     key = ("flex_block_mask", q.shape[0], q.shape[1], k.shape[1], q.shape[2], k.shape[2], str(q.device))
+    if not spec.tensors():  # tensor-free masks (causal / window) share one process-wide cache
+        cache = _SHARED_BLOCK_MASKS
+        key = key + (spec.causal, spec.window_left, spec.window_right)
     if cache is not None and key in cache:
         return cache[key]
+    if cache is not None and len(cache) >= 32:  # shapes keep changing (e.g. varlen batches): start over
+        cache.clear()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bm = spec.block_mask(q.shape[0], q.shape[1], k.shape[1], q.shape[2], k.shape[2], q.device,

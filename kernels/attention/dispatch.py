@@ -11,6 +11,7 @@ won and the key it maps to; copy those rows into ``_TABLE`` (say which run fille
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -79,10 +80,16 @@ def update_table(rows: dict) -> None:
         if isinstance(val, str):
             val = (val,)
         _TABLE[k] = tuple(val)
+    _choose.cache_clear()
 
 
 def choose_backend(c: Case) -> str:
     """The backend ``auto`` uses for case ``c``."""
+    return _choose(c)
+
+
+@functools.lru_cache(maxsize=4096)
+def _choose(c: Case) -> str:
     if c.exporting:
         return "sdpa" if unsupported_reason("sdpa", c) is None else "reference"
     key = case_key(c)

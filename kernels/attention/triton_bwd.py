@@ -2,7 +2,8 @@
 
 One kernel per query tile computes dq (and delta = rowsum(o * do) in fp32, the usual preprocess, fused in); then one
 kernel per key tile accumulates dk/dv over the query tiles that can see it and over the query heads of its KV group
-(GQA sums need no second pass). Both visit only the tiles the mask reaches; block-sparse lists are transposed on the host for the dk/dv kernel.
+(GQA sums need no second pass). Both visit only the tiles the mask reaches; block-sparse lists are transposed on
+the host for the dk/dv kernel.
 """
 from __future__ import annotations
 
@@ -76,7 +77,8 @@ def _prune_dq(configs, named_args, **kwargs):
 _KEY = ["HEAD_DIM", "HEAD_DIM_V", "CAUSAL", "HAS_WL", "HAS_WR", "VARLEN", "SPARSE", "BLOCK_SIZE", "IS_FP32"]
 
 
-@triton.autotune(configs=_bwd_configs(_DKDV_FAST), key=_KEY, prune_configs_by={"early_config_prune": _prune_dkdv})
+@triton.autotune(configs=_bwd_configs(_DKDV_FAST), key=_KEY,
+                  prune_configs_by={"early_config_prune": _prune_dkdv})
 @triton.jit
 def _attn_bwd_dkdv_kernel(
     Q, K, V, DO, LSE, DELTA, DK, DV, CU_Q, CU_K, SEQLENS_K, TIDX, TCNT,

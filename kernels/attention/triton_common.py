@@ -173,7 +173,9 @@ def prune_configs(configs, named_args, kwargs, fast, d256, small):
 
 
 def transpose_block_lists(block_indices: torch.Tensor, block_counts: torch.Tensor, n_kblocks: int):
-    """Per (b, hb, key block): the query blocks whose lists name it. Returns (indices int32 (B, Hb, nKB, maxq), counts)."""
+    """Per (b, hb, key block): the query blocks whose lists name it.
+
+    Returns indices int32 (B, Hb, nKB, nQB) (valid entries first, ascending) and counts int32 (B, Hb, nKB)."""
     B, Hb, nqb, maxb = block_indices.shape
     idx = block_indices.long()
     valid = torch.arange(maxb, device=idx.device) < block_counts.long()[..., None]
@@ -257,7 +259,8 @@ def query_bounds(n0, BLOCK_N: tl.constexpr, Lq, kv_len, off, wl, wr,
 
 @triton.jit
 def split_range(start, end, lo, hi, flo, fhi, BLOCK: tl.constexpr):
-    """Tiles of BLOCK from [start, end) ∩ [lo, hi) (start BLOCK-aligned) as [a, b) masked, [b, c) full, [c, e) masked."""
+    """Tiles of BLOCK covering [start, end) ∩ [lo, hi) (start BLOCK-aligned), split into [a, b) masked,
+    [b, c) fully visible (no elementwise mask) and [c, e) masked."""
     a = tl.maximum(start, lo) // BLOCK * BLOCK
     e_pos = tl.minimum(end, hi)
     e = (e_pos + BLOCK - 1) // BLOCK * BLOCK

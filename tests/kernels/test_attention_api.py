@@ -387,7 +387,7 @@ def test_auto_runs_and_update_table(tmp_path):
             dispatch.update_table({"cpu|window": ["sdpa"]})
     finally:
         dispatch._TABLE.clear()
-        dispatch._TABLE.update(saved)
+        dispatch.update_table(saved)
 
 
 # ------------------------------------------------------------------------------------- MultiheadAttention

@@ -18,13 +18,13 @@ HAS_TRITON = triton_available(torch.device("cpu"))
 
 def _masks():
     idx = torch.tensor([[0, 1], [1, 0]], dtype=I32).view(1, 1, 2, 2).expand(2, 2, 2, 2).contiguous()
-    cnt = torch.tensor([1, 2], dtype=I32).view(1, 1, 2).expand(2, 2, 2).contiguous()
+    cnt = torch.tensor([1, 2], dtype=I32).view(1, 1, 2).expand(2, 2, 2).contiguous()  # 2 blocks of 16 = N 32
     return {
         "none": None,
         "causal": Causal(),
         "sliding_causal": Causal() & SlidingWindow(4, -1),
-        "limited_context": SlidingWindow(4, 2) & KeyPadding(torch.tensor([10, 16], dtype=I32)),
-        "blocksparse": BlockSparse(idx, cnt, 8),
+        "limited_context": SlidingWindow(4, 2) & KeyPadding(torch.tensor([10, 32], dtype=I32)),
+        "blocksparse": BlockSparse(idx, cnt, 16),
     }
 
 
@@ -47,7 +47,7 @@ def _ops(gm) -> set[str]:
 def test_export_has_only_aten_ops(name, backend):
     torch.manual_seed(0)
     m = Block(_masks()[name], backend).eval()
-    x = torch.randn(2, 16, 64)
+    x = torch.randn(2, 32, 64)
     ep = torch.export.export(m, (x,))
     ops = _ops(ep.graph_module)
     assert not [o for o in ops if "zoo" in o], ops

@@ -70,7 +70,7 @@ def build_optimizer(module: nn.Module, config: dict[str, Any] | None) -> torch.o
     weight_decay = float(cfg.pop("weight_decay", 0.0))
     try:
         return create_optimizer_v2(module, opt=name, lr=lr, weight_decay=weight_decay, **cfg)
-    except (KeyError, AssertionError) as e:  # timm signals an unknown name this way
+    except (KeyError, AssertionError, ValueError) as e:  # timm signals an unknown name in these ways
         raise ValueError(f"optimizer: unknown or invalid optimizer {name!r} ({e})") from e
 
 

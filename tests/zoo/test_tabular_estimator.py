@@ -1,0 +1,187 @@
+"""zoo.tabular.OrionBixClassifier: official-wrapper parity, scikit-learn's estimator checks, bad input."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import zoo
+from zoo.models.orion_bix import OrionBix
+from zoo.tabular import OrionBixClassifier, ensemble_members
+
+TOL = 1e-4
+
+
+TINY = {"embed_dim": 16, "col_num_blocks": 1, "row_num_blocks": 1, "icl_num_blocks": 1}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # These forwards are tiny: one intra-op thread is faster, and far faster on a busy machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _clf(**kw) -> OrionBixClassifier:
+    """Random-init tiny Orion-BiX (same module types, seeded by random_state) for the API checks."""
+    args = dict(model="orion_bix_small", pretrained=False, model_args=dict(TINY), n_estimators=2, device="cpu",
+                random_state=0)
+    args.update(kw)
+    return OrionBixClassifier(**args)
+
+
+@pytest.fixture(scope="module")
+def ref(reference_root):
+    from safetensors.torch import load_file
+
+    d = reference_root / "orion_bix"
+    if not d.is_dir():
+        pytest.skip("orion_bix fixture missing")
+    meta = json.loads((d / "orion_bix_small_c3.json").read_text())
+    m = OrionBix(**meta["config"])
+    m.load_state_dict(load_file(str(d / "orion_bix_small_c3_state_dict.safetensors")), strict=True)
+    io = {k: v.numpy() for k, v in load_file(str(d / "orion_bix_small_c3_io.safetensors")).items()}
+    return meta, m.eval(), io
+
+
+# ---------------------------------------------------------------------------------------------- fixture parity
+def test_official_members_and_predict_proba(ref):
+    meta, model, io = ref
+    clf = OrionBixClassifier(model=model, n_estimators=4, batch_size=1, random_state=0, device="cpu")
+    clf.fit(io["X_train"], io["y_train"])
+    members = [(m, list(p), o) for m, mem in clf.members_.items() for p, o in mem]
+    expected = [(m["norm_method"], m["feature_shuffle"], m["class_shift_offset"]) for m in meta["sklearn_members"]]
+    assert sorted(members) == sorted(expected)
+    inputs = clf.member_inputs(io["X_test"])
+    for k, (norm, perm, off) in enumerate(expected):
+        j = next(i for i, t in enumerate(inputs) if (t[0], list(t[3]), t[4]) == (norm, perm, off))
+        assert np.abs(inputs[j][1] - io["sklearn_member_X"][k]).max() < TOL
+        assert np.array_equal(inputs[j][2], io["sklearn_member_y_train"][k])
+        with torch.no_grad():
+            out = model(torch.from_numpy(inputs[j][1])[None], torch.from_numpy(inputs[j][2]).float()[None],
+                        feature_shuffles=[perm])
+        assert np.abs(out[0].numpy() - io["sklearn_member_logits"][k]).max() < TOL
+    proba = clf.predict_proba(io["X_test"])
+    assert proba.dtype == np.float32 and proba.shape == (16, 3)
+    assert np.abs(proba - io["sklearn_predict_proba"]).max() < TOL
+    assert np.array_equal(clf.predict(io["X_test"]), io["sklearn_predict"])
+    # several members per forward (upstream's default batch_size=8 crashes here) and chunked test rows agree
+    clf2 = OrionBixClassifier(model=model, n_estimators=4, batch_size=8, test_chunk_size=5, random_state=0,
+                              device="cpu").fit(io["X_train"], io["y_train"])
+    assert np.abs(clf2.predict_proba(io["X_test"]) - proba).max() < 1e-5
+
+
+def test_ensemble_members_reproduce_upstream_draws():
+    mem = ensemble_members(7, 3, 4, ["none", "power"], "latin", True, 0)
+    assert mem["none"] == [([3, 4, 5, 2, 0, 6, 1], 0), ([5, 1, 4, 3, 6, 2, 0], 1)] == mem["power"]
+    assert ensemble_members(7, 3, 1, ["none", "power"], "latin", True, 0) == {"none": [(list(range(7)), 0)]}
+
+
+# ---------------------------------------------------------------------------------------------- sklearn checks
+# Checks that cannot pass with the untrained tiny test model, with the reason (the API checks all pass).
+EXPECTED_FAILED_CHECKS = {
+    "check_classifiers_train": "asserts > 83% training accuracy on toy blobs; the random-init test model has no "
+    "skill (an in-context learner's accuracy comes from meta-training, not from fit)",
+}
+
+
+def _expected_failed(est):
+    return EXPECTED_FAILED_CHECKS
+
+
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+
+@parametrize_with_checks([_clf(n_estimators=1)], expected_failed_checks=_expected_failed)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+# ---------------------------------------------------------------------------------------------- API / bad input
+def _data(n=60, f=5, c=3, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    X = rng.normal(size=(n, f)) + y[:, None]
+    return X, y
+
+
+def test_wrong_feature_count_and_inf():
+    X, y = _data()
+    clf = _clf().fit(X, y)
+    with pytest.raises(ValueError, match="features"):
+        clf.predict_proba(X[:, :4])
+    Xi = X.copy()
+    Xi[0, 0] = np.inf
+    with pytest.raises(ValueError, match="infinity"):
+        clf.predict_proba(Xi)
+    with pytest.raises(ValueError, match="infinity"):
+        _clf().fit(Xi, y)
+
+
+def test_nan_is_imputed():
+    X, y = _data()
+    Xn = X.copy()
+    Xn[::7, 1] = np.nan
+    p = _clf().fit(Xn, y).predict_proba(Xn)
+    assert np.isfinite(p).all() and np.allclose(p.sum(1), 1, atol=1e-5)
+    p2 = _clf().fit(X, y).predict_proba(Xn)  # NaN only at predict time: training means
+    assert np.isfinite(p2).all()
+
+
+def test_single_class_and_too_many_classes():
+    X, y = _data()
+    clf = _clf().fit(X, np.full(len(X), "only"))
+    assert np.array_equal(clf.predict(X[:3]), ["only"] * 3)
+    assert np.array_equal(clf.predict_proba(X[:3]), np.ones((3, 1), dtype=np.float32))
+    y12 = np.arange(len(X)) % 12
+    with pytest.raises(ValueError, match="use_hierarchical"):
+        _clf(use_hierarchical=False).fit(X, y12)
+    with pytest.raises(ValueError, match="at most"):
+        _clf(model_args={**TINY, "max_classes": 2}).fit(X, np.arange(len(X)) % 9)  # 9 > 2 ** 3
+
+
+def test_hierarchical_through_estimator():
+    X, _ = _data(n=72, f=4)
+    y = np.arange(72) % 12
+    clf = _clf().fit(X, y)
+    p = clf.predict_proba(X[:10])
+    assert p.shape == (10, 12) and np.allclose(p.sum(1), 1, atol=1e-5)
+
+
+def test_pandas_categorical_missing_and_string_labels():
+    pd = pytest.importorskip("pandas")
+    X, y = _data(n=50, f=3)
+    df = pd.DataFrame(X, columns=["a", "b", "c"])
+    df["colour"] = np.where(y == 0, "red", np.where(y == 1, "green", None))
+    df["flag"] = pd.Categorical(np.where(X[:, 0] > 0, "hi", "lo"))
+    df.loc[3, "a"] = np.nan
+    labels = np.array(["cat", "dog", "eel"])[y]
+    clf = _clf().fit(df, labels)
+    assert list(clf.feature_names_in_) == ["a", "b", "c", "colour", "flag"]
+    pred = clf.predict(df)
+    assert set(pred) <= set(labels) and clf.predict_proba(df).shape == (50, 3)
+    new = df.iloc[:4].copy()
+    new["colour"] = ["blue", "red", None, "green"]  # unseen category -> -1, like missing
+    assert clf.predict_proba(new).shape == (4, 3)
+    with pytest.raises(ValueError, match="feature names"):
+        clf.predict(df.rename(columns={"a": "z"}))
+    with pytest.raises(ValueError, match="features"):
+        clf.predict(df.drop(columns=["b"]))
+
+
+def test_params_and_hub_folder(tmp_path):
+    X, y = _data()
+    with pytest.raises(ValueError, match="norm_methods"):
+        _clf(norm_methods=["quantile"]).fit(X, y)
+    with pytest.raises(ValueError, match="n_estimators"):
+        _clf(n_estimators=0).fit(X, y)
+    est = _clf().fit(X, y)
+    folder = zoo.save_pretrained(est.model_, tmp_path / "w")
+    p1 = _clf(model=str(folder)).fit(X, y).predict_proba(X)
+    assert np.abs(p1 - est.predict_proba(X)).max() < 1e-6
+    p3 = _clf(model=est.model_).fit(X, y).predict_proba(X)  # an nn.Module works too
+    assert np.abs(p3 - p1).max() < 1e-6
