@@ -202,6 +202,7 @@ class TabularPriorDataset(IterableDataset):
     def __init__(self, cfg: PriorConfig, seed: int = 0, num_batches: int | None = None, rank: int = 0):
         cfg.validate()
         self.cfg, self.seed, self.num_batches, self.rank = cfg, seed, num_batches, rank
+        self._passes = 0  # per-process count of iterations: persistent workers draw fresh data every epoch
 
     def __len__(self) -> int:
         if self.num_batches is None:
@@ -211,7 +212,8 @@ class TabularPriorDataset(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        rng = np.random.default_rng([self.seed, self.rank, wid])
+        rng = np.random.default_rng([self.seed, self.rank, wid, self._passes])
+        self._passes += 1
         mine = None if self.num_batches is None else len(range(wid, self.num_batches, nw))
         k = 0
         while mine is None or k < mine:
@@ -250,15 +252,20 @@ class TabularPriorDataModule(_DM_BASE):
         ds = TabularPriorDataset(self.cfg, seed=self.seed + 7919 * epoch, num_batches=self.steps_per_epoch,
                                  rank=self._rank())
         return DataLoader(ds, batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=False, pin_memory=torch.cuda.is_available())
+                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
+
+    def _fixed(self, seed: int) -> DataLoader:
+        # Validation / test episodes are drawn once and kept: identical every epoch, no generation cost after that.
+        cache = self.__dict__.setdefault("_fixed_batches", {})
+        if seed not in cache:
+            cache[seed] = list(TabularPriorDataset(self.cfg, seed=seed, num_batches=self.val_batches, rank=0))
+        return DataLoader(cache[seed], batch_size=None, num_workers=0)
 
     def val_dataloader(self) -> DataLoader:
-        ds = TabularPriorDataset(self.cfg, seed=self.seed + 10_000, num_batches=self.val_batches, rank=0)
-        return DataLoader(ds, batch_size=None, num_workers=0)
+        return self._fixed(self.seed + 10_000)
 
     def test_dataloader(self) -> DataLoader:
-        ds = TabularPriorDataset(self.cfg, seed=self.seed + 20_000, num_batches=self.val_batches, rank=0)
-        return DataLoader(ds, batch_size=None, num_workers=0)
+        return self._fixed(self.seed + 20_000)
 
     def config(self) -> dict:
         """The prior configuration as a dict (for cards)."""

@@ -85,6 +85,8 @@ def update_table(rows: dict) -> None:
 
 def choose_backend(c: Case) -> str:
     """The backend ``auto`` uses for case ``c``."""
+    if torch.compiler.is_compiling():  # Dynamo ignores (and warns about) lru_cache: trace the plain function
+        return _choose.__wrapped__(c)
     return _choose(c)
 
 

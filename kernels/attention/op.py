@@ -10,7 +10,6 @@ The ops take tensors and scalars only (the mask is passed as optional tensors + 
 """
 from __future__ import annotations
 
-import functools
 import os
 from typing import Optional
 
@@ -27,18 +26,25 @@ def interpreter_on() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-@functools.lru_cache(maxsize=1)
+_KERNELS: tuple | None = None
+_KERNELS_LOADED = False
+
+
 def triton_kernels():
     """(attention_fwd, attention_bwd, fwd_module) from the kernel modules, or None when they are not importable."""
+    global _KERNELS, _KERNELS_LOADED
+    if _KERNELS_LOADED:
+        return _KERNELS
     try:
         from . import triton_bwd, triton_fwd
+
+        fwd = getattr(triton_fwd, "attention_fwd", None)
+        bwd = getattr(triton_bwd, "attention_bwd", None)
+        _KERNELS = (fwd, bwd, triton_fwd) if fwd is not None and bwd is not None else None
     except Exception:  # noqa: BLE001 - missing module, triton absent, or broken import: report unavailable
-        return None
-    fwd = getattr(triton_fwd, "attention_fwd", None)
-    bwd = getattr(triton_bwd, "attention_bwd", None)
-    if fwd is None or bwd is None:
-        return None
-    return fwd, bwd, triton_fwd
+        _KERNELS = None
+    _KERNELS_LOADED = True
+    return _KERNELS
 
 
 def triton_available(device: torch.device) -> bool:

@@ -6,7 +6,7 @@
 #                                                #   docs/benchmarks/tabular.md, and copies both to $OUT
 #   scripts/gpu/orion_bix_pretrain.sh --smoke    # CPU smoke test (tiny run, writes only under $OUT or /tmp)
 #
-# Env: OUT (result folder, default /tmp/orion_bix_pretrain), TRAIN_SECONDS (default 180), MAX_STEPS (4000).
+# Env: OUT (result folder, default /tmp/orion_bix_pretrain), TRAIN_SECONDS (default 180), MAX_STEPS (6000).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python}
@@ -31,8 +31,8 @@ else
   HUB="hub/zoo-models/orion_bix_small.prior"
   BENCH_OUT="docs/benchmarks/tabular.md"
   secs=${TRAIN_SECONDS:-180}
-  TRAIN_ARGS=(--trainer.max_time "00:00:$((secs / 60)):$((secs % 60))" --trainer.max_steps "${MAX_STEPS:-4000}"
-              --trainer.max_epochs 1000 --data.init_args.steps_per_epoch 250)
+  TRAIN_ARGS=(--trainer.max_time "00:00:$((secs / 60)):$((secs % 60))" --trainer.max_steps "${MAX_STEPS:-6000}"
+              --trainer.max_epochs 1000 --data.init_args.steps_per_epoch 500)
   BENCH_ARGS=(--n-estimators 32)
 fi
 rm -rf "$RUN"

@@ -134,7 +134,7 @@ def _trainer(tmp_path, **kw):
 
 def test_scheduler_steps_per_optimizer_step_and_hparams(tmp_path):
     task = ImageClassificationTask(
-        "zoo_test_tinynet", {"num_classes": 3}, optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.0},
+        "zoo_test_tinynet", {"num_classes": 3}, optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9},
         scheduler={"name": "cosine", "warmup_epochs": 1, "min_lr_ratio": 0.0}, label_smoothing=0.1,
     )
     # save_hyperparameters() in the base records the subclass's own args too

@@ -41,5 +41,11 @@ class TabularICLTask(ZooTask):
         test = rows >= ts[:, None]
         loss = F.cross_entropy(logits[test].float(), y[test])
         acc = (logits[test].argmax(-1) == y[test]).float().mean()
-        self.log_metrics(stage, {"loss": loss, "acc": acc}, batch_size=X.shape[0], prog_bar=("loss", "acc"))
+        # reference: always predicting each table's most frequent train class (what a model ignoring the rows gets)
+        n_cls = logits.shape[-1]
+        counts = F.one_hot(y.clamp(0, n_cls - 1), n_cls).mul((~test)[..., None]).sum(1)  # (B, C)
+        majority = counts.argmax(-1)[:, None].expand_as(y)
+        acc_majority = (majority[test] == y[test]).float().mean()
+        self.log_metrics(stage, {"loss": loss, "acc": acc, "acc_majority": acc_majority}, batch_size=X.shape[0],
+                         prog_bar=("loss", "acc"))
         return loss
