@@ -376,9 +376,11 @@ class OrionBixClassifier(ClassifierMixin, BaseEstimator):
         if not isinstance(src, (str, Path)):
             raise TypeError(f"model must be a registry name, a path or an nn.Module, got {type(src).__name__}")
         path = Path(src)
-        seed = self._seed()
+        seed = self._seed_
         margs = dict(self.model_args or {})
-        key = (str(src), bool(self.pretrained), str(device), seed if not self.pretrained else None,
+        stamp = max((f.stat().st_mtime_ns for f in ([path] if path.is_file() else path.glob("*"))), default=0) \
+            if path.exists() else 0
+        key = (str(src), stamp, bool(self.pretrained), str(device), seed if not self.pretrained else None,
                tuple(sorted((k, repr(v)) for k, v in margs.items())))
         if key in _MODEL_CACHE:
             return _MODEL_CACHE[key]
@@ -490,6 +492,7 @@ class OrionBixClassifier(ClassifierMixin, BaseEstimator):
         y_enc = self._label_encoder_.transform(y)
         self._X_raw_ = Xn
 
+        self._seed_ = self._seed()
         self.device_ = self._resolve_device()
         self.model_ = self._load_model(self.device_)
         max_classes = int(getattr(self.model_, "max_classes", 10))
@@ -508,7 +511,7 @@ class OrionBixClassifier(ClassifierMixin, BaseEstimator):
         Xf = Xn[:, self._keep_]
         self._y_ = y_enc
         self.members_ = ensemble_members(Xf.shape[1], self.n_classes_, self.n_estimators, self._norm_methods(),
-                                         self.feat_shuffle_method, self.class_shift, self._seed())
+                                         self.feat_shuffle_method, self.class_shift, self._seed_)
         self._pre_ = {}
         for method in self.members_:
             pre = _Preprocessor(method, float(self.outlier_threshold))
