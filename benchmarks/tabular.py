@@ -5,7 +5,8 @@ digits; palmer penguins when the ``palmerpenguins`` package is installed: catego
 Per model and table: accuracy, ROC-AUC (one-vs-rest macro for multi-class), log-loss, fit+predict seconds per fold.
 
     python benchmarks/tabular.py --weights hub/zoo-models/orion_bix_small.prior --out docs/benchmarks/tabular.md
-    python benchmarks/tabular.py --weights official.ckpt ...   # the authors' Orion-BiX-v1.1.ckpt, converted in memory
+    python benchmarks/tabular.py --weights ... --official PATH  # also the authors' Orion-BiX-v1.1.ckpt (default: from
+                                                                #   the HF cache when present), converted in memory
     python benchmarks/tabular.py --smoke                        # random-init small model, 2 tables, 2 folds (tests)
 
 Writes one markdown table (plus the mean rank per metric) to ``--out`` and prints it.
@@ -124,6 +125,21 @@ def markdown(results: dict, tables: dict, models: list[str], header: str) -> str
     return "\n".join(lines) + "\n"
 
 
+def _official_checkpoint(spec: str) -> str | None:
+    """Path of the authors' checkpoint: given explicitly, or found in the local HF cache (never downloaded here)."""
+    if spec in ("no", "", None):
+        return None
+    if spec != "auto":
+        return spec
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache("Lexsi/Orion-BiX", "Orion-BiX-v1.1.ckpt")
+    except Exception:
+        return None
+    return hit if isinstance(hit, str) and os.path.isfile(hit) else None
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--weights", default=None, help="zoo hub folder, registry name.tag, or the authors' .ckpt")
@@ -137,6 +153,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default="docs/benchmarks/tabular.md")
     ap.add_argument("--json", default=None, help="also write the raw numbers here")
     ap.add_argument("--smoke", action="store_true", help="random-init small model, iris+wine, 2 folds, 2 members")
+    ap.add_argument("--official", default="auto",
+                    help="the authors' Orion-BiX-v1.1.ckpt: a path, 'auto' (use it when it is in the HF cache) or 'no'")
     args = ap.parse_args(argv)
 
     from zoo.tabular import OrionBixClassifier
@@ -153,6 +171,10 @@ def main(argv=None) -> dict:
         kw = dict(model=w, pretrained=True)
     models = {ours_name: lambda frame: OrionBixClassifier(n_estimators=args.n_estimators, device=args.device,
                                                           random_state=args.seed, **kw)}
+    official = _official_checkpoint(args.official) if not args.smoke else None
+    if official is not None:
+        models["Orion-BiX (official v1.1)"] = lambda frame: OrionBixClassifier(
+            model=official, n_estimators=args.n_estimators, device=args.device, random_state=args.seed)
     for b in [b for b in args.baselines.split(",") if b]:
         models[b] = _baseline(b, args.seed)
 

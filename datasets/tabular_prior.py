@@ -166,7 +166,8 @@ def sample_table(rng: np.random.Generator, n_rows: int, n_features: int, n_train
             continue
         break
     # relabel to 0..C'-1 by first appearance in the train rows (classes seen only in test keep the highest ids)
-    uniq = list(dict.fromkeys(y[:n_train].tolist())) + [c for c in dict.fromkeys(y.tolist()) if c not in set(y[:n_train].tolist())]
+    seen = list(dict.fromkeys(y[:n_train].tolist()))
+    uniq = seen + [c for c in dict.fromkeys(y.tolist()) if c not in set(seen)]
     remap = {c: i for i, c in enumerate(uniq)}
     y = np.array([remap[c] for c in y], dtype=np.int64)
     for j in range(n_features):

@@ -319,7 +319,8 @@ class ColEmbedding(nn.Module):
         if feature_shuffles is None or X.shape[0] == 1:
             return self._embed(X, train_size, key_mask)
         if len(feature_shuffles) != X.shape[0]:
-            raise ValueError(f"feature_shuffles must hold one pattern per table ({X.shape[0]}), got {len(feature_shuffles)}")
+            raise ValueError(f"feature_shuffles must hold one pattern per table ({X.shape[0]}), "
+                             f"got {len(feature_shuffles)}")
         first = self._embed(X[:1], train_size, None if key_mask is None else key_mask[:1])[0]  # (T, HC, E)
         r = self.reserve_cls_tokens
         pos0 = {f: j for j, f in enumerate(feature_shuffles[0])}

@@ -160,7 +160,7 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     ZooCLI = _cli_class()
-    cli = ZooCLI(args=list(sys.argv[1:] if argv is None else argv))
+    cli = ZooCLI(args=None if argv is None else list(argv))
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
     ckpt_path = cli.config.get("ckpt_path")
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)

@@ -20,13 +20,11 @@ Memory stays bounded: ``batch_size`` ensemble members per forward and ``test_chu
 from __future__ import annotations
 
 import itertools
-import math
 import numbers
 import random
 import warnings
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -281,7 +279,8 @@ class OrionBixClassifier(ClassifierMixin, BaseEstimator):
 
     Behaviour on edge cases: a single training class -> ``predict_proba`` is all ones (no model call); more classes
     than ``max_classes`` -> hierarchical routing (``ValueError`` if ``use_hierarchical=False`` or beyond
-    ``max_classes ** 3``); wrong feature count / names at predict -> ``ValueError``; NaN -> imputed; inf -> ``ValueError``.
+    ``max_classes ** 3``); wrong feature count / names at predict -> ``ValueError``; NaN -> imputed;
+    inf -> ``ValueError``.
     """
 
     def __init__(
@@ -332,7 +331,8 @@ class OrionBixClassifier(ClassifierMixin, BaseEstimator):
         methods = self._norm_methods()
         bad = [m for m in methods if m not in NORM_METHODS]
         if bad or not methods:
-            raise ValueError(f"norm_methods must be None or a non-empty subset of {NORM_METHODS}, got {self.norm_methods!r}")
+            raise ValueError(f"norm_methods must be None or a non-empty subset of {NORM_METHODS}, "
+                             f"got {self.norm_methods!r}")
         if self.feat_shuffle_method not in SHUFFLE_METHODS:
             raise ValueError(f"feat_shuffle_method must be one of {SHUFFLE_METHODS}, got {self.feat_shuffle_method!r}")
         if not (isinstance(self.softmax_temperature, numbers.Real) and self.softmax_temperature > 0):
@@ -471,7 +471,9 @@ class OrionBixClassifier(ClassifierMixin, BaseEstimator):
             return self._encode_frame(X, fit=False)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32], ensure_all_finite="allow-nan")
         if np.isnan(X).any():
-            imp = self._imputer_ if self._imputer_ is not None else SimpleImputer(keep_empty_features=True).fit(self._X_raw_)
+            imp = self._imputer_
+            if imp is None:  # NaN only at predict time: impute with the training means
+                imp = SimpleImputer(keep_empty_features=True).fit(self._X_raw_)
             X = imp.transform(X).astype(X.dtype, copy=False)
         return X
 

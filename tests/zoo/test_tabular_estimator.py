@@ -185,3 +185,20 @@ def test_params_and_hub_folder(tmp_path):
     assert np.abs(p1 - est.predict_proba(X)).max() < 1e-6
     p3 = _clf(model=est.model_).fit(X, y).predict_proba(X)  # an nn.Module works too
     assert np.abs(p3 - p1).max() < 1e-6
+
+
+@pytest.mark.slow
+def test_benchmark_script_smoke(tmp_path):
+    import runpy
+    import sys
+
+    out = tmp_path / "tabular.md"
+    argv = sys.argv
+    sys.argv = ["tabular.py", "--smoke", "--tables", "iris", "--baselines", "LogisticRegression", "--out", str(out)]
+    try:
+        runpy.run_path(str(__import__("pathlib").Path(__file__).resolve().parents[2] / "benchmarks" / "tabular.py"),
+                       run_name="__main__")
+    finally:
+        sys.argv = argv
+    text = out.read_text()
+    assert "| iris (150 x 4, 3) | LogisticRegression |" in text and "Mean rank" in text
