@@ -22,24 +22,32 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import math
 import re
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
 
-from zoo.kernels import BlockSparse, Causal, KeyPadding, SlidingWindow, Varlen, attention  # noqa: E402
-from zoo.kernels.attention.backends import Case  # noqa: E402
-from zoo.kernels.attention.dispatch import case_key  # noqa: E402
-from zoo.kernels.attention.masks import as_spec  # noqa: E402
+from zoo.kernels import (
+    BlockSparse,
+    Causal,
+    KeyPadding,
+    SlidingWindow,
+    Varlen,
+    attention,
+)
+from zoo.kernels.attention.backends import Case
+from zoo.kernels.attention.dispatch import case_key
+from zoo.kernels.attention.masks import as_spec
 
 I32 = torch.int32
 COLUMNS = ["ours", "sdpa-flash", "sdpa-cudnn", "flex", "auto"]
@@ -114,8 +122,7 @@ def build_rows(quick: bool, device: torch.device) -> list[Row]:
     doc = 64 if cpu else (512 if quick else 2048)
     n_docs = 4 if cpu else 16
     n_var = doc * n_docs
-    for label, lens in (("16 docs x %d" % doc, [doc] * n_docs), ("ragged %d docs" % n_docs,
-                                                                 _ragged_lengths(n_var, n_docs))):
+    for label, lens in ((f"16 docs x {doc}", [doc] * n_docs), (f"ragged {n_docs} docs", _ragged_lengths(n_var, n_docs))):
         cu = _doc_bounds(lens)
         rows.append(Row(f"varlen {label} N{n_var} H{h_long} D128", 1, h_long, n_var, 128,
                         lambda dev, cu=cu: Varlen(torch.tensor(cu, dtype=I32, device=dev),
@@ -188,15 +195,15 @@ def make_runner(col: str, row: Row, mask, q, k, v):
                 return "torch.nn.attention.varlen missing"
             cu_list = row.cu or [0, row.n]
             cu = torch.tensor(cu_list, dtype=I32, device=q.device)
-            mx = max(b - a for a, b in zip(cu_list[:-1], cu_list[1:]))
-            # packed (T, H, D) layout: B = 1
-            qp, kp, vp = (t[0].transpose(0, 1) for t in (q, k, v))
+            mx = max(b - a for a, b in itertools.pairwise(cu_list))
+            # packed (T, H, D) layout (B = 1): own leaf tensors, so the timed backward is varlen_attn's alone
+            qp, kp, vp = (t.detach()[0].transpose(0, 1).contiguous().requires_grad_(True) for t in (q, k, v))
             win = row.window or (-1, -1)
 
             def run():
                 o = varlen_attn(qp, kp, vp, cu, cu, mx, mx, window_size=win)
                 return o.transpose(0, 1)[None]
-            return run
+            return run, (qp, kp, vp)
         return "no FA2 path for this mask"
     if col == "sdpa-cudnn":
         if row.kind in ("dense", "causal"):
@@ -230,6 +237,9 @@ def measure(row: Row, col: str, device, dtype, quick) -> dict:
         return {"fwd": _reason(e), "fwdbwd": _reason(e)}
     if isinstance(fn, str):
         return {"fwd": fn, "fwdbwd": fn}
+    grad_inputs = (q, k, v)
+    if isinstance(fn, tuple):
+        fn, grad_inputs = fn
     do = torch.randn(row.b, row.h, row.n, row.d, generator=g).to(device=device, dtype=dtype)
     for pass_name in ("fwd", "fwdbwd"):
         try:
@@ -239,7 +249,7 @@ def measure(row: Row, col: str, device, dtype, quick) -> dict:
                         return fn()
             else:
                 def step():
-                    return torch.autograd.grad(fn(), (q, k, v), do)
+                    return torch.autograd.grad(fn(), grad_inputs, do)
             res[pass_name] = bench_ms(step, device, quick)
         except Exception as e:  # noqa: BLE001
             res[pass_name] = _reason(e)
@@ -283,10 +293,15 @@ def main(argv=None):
     for c in cols:
         if c not in COLUMNS:
             ap.error(f"--columns: unknown column {c!r}; expected a subset of {COLUMNS}")
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 256)
-    if hasattr(torch._dynamo.config, "accumulated_cache_size_limit"):
-        torch._dynamo.config.accumulated_cache_size_limit = max(
-            torch._dynamo.config.accumulated_cache_size_limit, 1024)
+    # every row is a new shape for compiled Flex: lift Dynamo's recompile limits so it never falls back to eager
+    cfg = torch._dynamo.config
+    for name, val in (("recompile_limit", 256), ("cache_size_limit", 256), ("accumulated_recompile_limit", 4096),
+                      ("accumulated_cache_size_limit", 4096)):
+        if hasattr(cfg, name):
+            try:
+                setattr(cfg, name, max(getattr(cfg, name), val))
+            except Exception:  # noqa: BLE001, S110 - renamed / read-only alias in this torch version
+                pass
 
     rows = build_rows(args.quick, device)
     if args.only:
@@ -347,8 +362,8 @@ def _best(entry, pass_name, cols):
 
 def render_table(results, cols, header) -> str:
     lines = [f"# {header}", "",
-             "TFLOP/s on the visited area (time in ms). fwd FLOPs = 4·B·H·Nq·Nk·D·visible; fwd+bwd = 3.5× fwd. "
-             "'ours/best peer' compares ours with the best of the other backends (auto excluded).", "",
+             ("TFLOP/s on the visited area (time in ms). fwd FLOPs = 4·B·H·Nq·Nk·D·visible; fwd+bwd = 3.5× fwd. "
+              "'ours/best peer' compares ours with the best of the other backends (auto excluded)."), "",
              "| workload | visible | pass | " + " | ".join(cols) + " | best peer | ours/best peer | auto/best |",
              "|" + "---|" * (len(cols) + 6)]
     for e in results:

@@ -18,16 +18,23 @@ import math
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from zoo.kernels import BlockSparse, Causal, KeyPadding, SlidingWindow, Varlen, attention  # noqa: E402
-from zoo.kernels.attention.masks import as_spec  # noqa: E402
+from zoo.kernels import (
+    BlockSparse,
+    Causal,
+    KeyPadding,
+    SlidingWindow,
+    Varlen,
+    attention,
+)
+from zoo.kernels.attention.masks import as_spec
 
 I32 = torch.int32
 
@@ -188,10 +195,10 @@ def main(argv=None):
               f"{card}, torch {torch.__version__}, triton {tver}{', --quick' if args.quick else ''}")
     print(header, flush=True)
     lines = [f"# {header}", "",
-             "max|x − ref| per tensor (ours / SDPA), ref = fp64 on the same rounded inputs. Pass: ours ≤ 2·SDPA + "
-             "atol for o, dq, dk, dv (FlashAttention's test criterion). rel = mean|x − ref| / mean|ref| of ours.", "",
-             "| case | dtype | o ours / sdpa | dq ours / sdpa | dk ours / sdpa | dv ours / sdpa | rel (o, dq) | "
-             "worst ours/(2·sdpa+atol) | pass |",
+             ("max|x − ref| per tensor (ours / SDPA), ref = fp64 on the same rounded inputs. Pass: ours ≤ 2·SDPA + "
+              "atol for o, dq, dk, dv (FlashAttention's test criterion). rel = mean|x − ref| / mean|ref| of ours."), "",
+             ("| case | dtype | o ours / sdpa | dq ours / sdpa | dk ours / sdpa | dv ours / sdpa | rel (o, dq) | "
+              "worst ours/(2·sdpa+atol) | pass |"),
              "|---|---|---|---|---|---|---|---|---|"]
     all_pass = True
     for c in cases:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, ClassVar
 
 import lightning as L
 import numpy as np
@@ -21,14 +22,14 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 __all__ = [
-    "FashionMNISTDataModule",
-    "ImageFolderDataModule",
-    "ArrayImageDataset",
-    "read_idx",
-    "find_fashion_mnist",
-    "FASHION_MNIST_CLASSES",
     "DEBIAN_FASHION_MNIST_DIR",
     "EMBEDDED_FASHION_MNIST_DIR",
+    "FASHION_MNIST_CLASSES",
+    "ArrayImageDataset",
+    "FashionMNISTDataModule",
+    "ImageFolderDataModule",
+    "find_fashion_mnist",
+    "read_idx",
 ]
 
 FASHION_MNIST_CLASSES = (
@@ -186,7 +187,7 @@ class _ImageDataModule(L.LightningDataModule):
     """Shared loader + transform plumbing. Subclasses fill ``train_set``/``val_set``/``test_set`` in ``setup``."""
 
     dataset_name = "images"
-    _native: dict[str, Any] = {}
+    _native: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
@@ -371,7 +372,7 @@ def _stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tup
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         idx = idx[rng.permutation(len(idx))]
-        n_val = int(round(len(idx) * val_fraction))
+        n_val = round(len(idx) * val_fraction)
         val_idx.append(idx[:n_val])
         train_idx.append(idx[n_val:])
     return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))
@@ -408,7 +409,7 @@ class FashionMNISTDataModule(_ImageDataModule):
     dataset_name = "fashion_mnist"
     num_classes = 10
     class_names = FASHION_MNIST_CLASSES
-    _native = {"input_size": (1, 28, 28), "mean": FASHION_MNIST_MEAN, "std": FASHION_MNIST_STD,
+    _native: ClassVar[dict[str, Any]] = {"input_size": (1, 28, 28), "mean": FASHION_MNIST_MEAN, "std": FASHION_MNIST_STD,
                "interpolation": "bilinear", "crop_pct": 1.0}
 
     def __init__(

@@ -19,7 +19,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script from a source checkout: make `import zoo` resolve to the repo
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from zoo.datasets.images import (  # noqa: E402
+from zoo.datasets.images import (
     DEBIAN_FASHION_MNIST_DIR,
     EMBEDDED_FASHION_MNIST_DIR,
     find_fashion_mnist,

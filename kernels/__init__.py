@@ -12,13 +12,13 @@ from .attention import (
 )
 
 __all__ = [
-    "attention",
+    "BlockSparse",
+    "Causal",
+    "KeyPadding",
     "Mask",
     "MaskSpec",
-    "Causal",
-    "SlidingWindow",
-    "KeyPadding",
-    "Varlen",
-    "BlockSparse",
     "MultiheadAttention",
+    "SlidingWindow",
+    "Varlen",
+    "attention",
 ]

@@ -29,14 +29,16 @@ import json
 import math
 import os
 import sys
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import lightning as L
 import torch
 import yaml
 
-__all__ = ["ZooCLI", "train", "evaluate", "main", "load_task_from_checkpoint", "build_from_config"]
+__all__ = ["build_from_config", "evaluate", "load_task_from_checkpoint", "main", "train"]  # + ZooCLI (lazy)
 
 DEFAULT_MONITOR = ("val/loss", "min")
 
@@ -50,7 +52,11 @@ def _cli_class():
         raise ModuleNotFoundError(
             f"train.py needs LightningCLI's parser: pip install 'jsonargparse[signatures]>=4.27.7' ({e})"
         ) from e
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.callbacks import (
+        LearningRateMonitor,
+        ModelCheckpoint,
+        TQDMProgressBar,
+    )
     from lightning.pytorch.loggers import CSVLogger
 
     from zoo.tasks.base import ZooTask
@@ -109,9 +115,8 @@ def _cli_class():
             if tcfg.get("logger") in (None, True) and "logger" not in kwargs:
                 loggers: list = [CSVLogger(save_dir=root, name="")]
                 try:
-                    from lightning.pytorch.loggers import TensorBoardLogger
-
                     import tensorboard  # noqa: F401
+                    from lightning.pytorch.loggers import TensorBoardLogger
 
                     loggers.append(TensorBoardLogger(save_dir=root, name="", version=loggers[0].version))
                 except ImportError:
@@ -160,7 +165,10 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     ZooCLI = _cli_class()
-    cli = ZooCLI(args=None if argv is None else list(argv))
+    with warnings.catch_warnings():
+        # `python -m zoo train ...` passes its own argv; Lightning warns whenever sys.argv differs from args.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        cli = ZooCLI(args=None if argv is None else list(argv))
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
     ckpt_path = cli.config.get("ckpt_path")
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
@@ -225,7 +233,7 @@ def _instantiate(spec: Any, what: str, overrides: dict[str, Any] | None = None):
 def _torch_load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise ValueError(
             f"{path}: cannot read this Lightning checkpoint with weights_only=True ({type(e).__name__}: {e}). "
             "Only checkpoints written by train.py are supported."
@@ -412,9 +420,14 @@ def evaluate(argv: Sequence[str] | None = None) -> dict[str, float]:
         if config.get("trainer"):
             recipe.setdefault("trainer", config["trainer"])
         dataset = card.get("dataset") or getattr(dm, "dataset_name", None)
+        extra: dict[str, Any] = {}
+        data_config = getattr(dm, "data_config", None)
+        if data_config and "data_config" in inspect.signature(hub.save_pretrained).parameters:
+            # the normalisation the weights were trained with (not the architecture's ImageNet default)
+            extra["data_config"] = dict(data_config)
         folder = hub.save_pretrained(
             model, ns.card_out, metrics=card_metrics, dataset=dataset, recipe=recipe,
-            dtype=None if ns.card_dtype == "float32" else ns.card_dtype, name=ns.card_name,
+            dtype=None if ns.card_dtype == "float32" else ns.card_dtype, name=ns.card_name, **extra,
         )
         print(f"hub folder: {folder}")
     return metrics

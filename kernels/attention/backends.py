@@ -15,7 +15,7 @@ from .masks import MaskSpec
 from .op import interpreter_on, triton_attention, triton_available, triton_kernels
 from .reference import reference_attention
 
-__all__ = ["BACKENDS", "Case", "unsupported_reason", "run_backend", "sdpa_attention", "flex_attention_backend"]
+__all__ = ["BACKENDS", "Case", "flex_attention_backend", "run_backend", "sdpa_attention", "unsupported_reason"]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import torch
 
 from .backends import Case, unsupported_reason
 
-__all__ = ["choose_backend", "case_key", "update_table", "table"]
+__all__ = ["case_key", "choose_backend", "table", "update_table"]
 
 MASK_KINDS = ("none", "causal", "padding", "window", "varlen", "blocksparse")
 

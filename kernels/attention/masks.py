@@ -21,19 +21,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 __all__ = [
+    "BlockSparse",
+    "Causal",
+    "KeyPadding",
     "Mask",
     "MaskSpec",
-    "Causal",
     "SlidingWindow",
-    "KeyPadding",
     "Varlen",
-    "BlockSparse",
     "as_spec",
 ]
 
@@ -73,10 +74,10 @@ def _min_side(a: int, b: int) -> int:
 class Mask:
     """Base class of the attention masks; ``a & b`` gives their intersection as a :class:`MaskSpec`."""
 
-    def to_spec(self) -> "MaskSpec":  # pragma: no cover - overridden
+    def to_spec(self) -> MaskSpec:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def __and__(self, other: "Mask") -> "MaskSpec":
+    def __and__(self, other: Mask) -> MaskSpec:
         if not isinstance(other, Mask):
             return NotImplemented
         return self.to_spec().intersect(other.to_spec())
@@ -86,9 +87,10 @@ class Mask:
         """Keyword arguments of the Triton kernels ``attention_fwd`` / ``attention_bwd``."""
         return self.to_spec().kernel_kwargs()
 
-    def dense(self, batch: int, heads_q: int, heads_kv: int, nq: int, nk: int, device=None) -> torch.Tensor:
+    def dense(self, batch: int, heads_q: int, heads_kv: int, nq: int, nk: int, device=None,
+              q_rows: tuple[int, int] | None = None) -> torch.Tensor:
         """Dense boolean visibility mask, see :meth:`MaskSpec.dense`."""
-        return self.to_spec().dense(batch, heads_q, heads_kv, nq, nk, device)
+        return self.to_spec().dense(batch, heads_q, heads_kv, nq, nk, device, q_rows)
 
     def mask_mod(self, heads_q: int, heads_kv: int, nq: int, nk: int, device=None) -> Callable:
         """FlexAttention ``mask_mod(b, h, q_idx, kv_idx) -> bool``, see :meth:`MaskSpec.mask_mod`."""
@@ -103,7 +105,7 @@ class Mask:
 class Causal(Mask):
     """Causal mask, bottom-right aligned: query ``i`` sees keys ``j <= i + (Lk - Lq)``."""
 
-    def to_spec(self) -> "MaskSpec":
+    def to_spec(self) -> MaskSpec:
         return MaskSpec(causal=True)
 
     def __eq__(self, other):
@@ -128,7 +130,7 @@ class SlidingWindow(Mask):
         _check_window_side("left", self.left)
         _check_window_side("right", self.right)
 
-    def to_spec(self) -> "MaskSpec":
+    def to_spec(self) -> MaskSpec:
         return MaskSpec(window_left=self.left, window_right=self.right)
 
 
@@ -150,7 +152,7 @@ class KeyPadding(Mask):
                 raise ValueError(f"lengths must be >= 0, got min {lo}")
             object.__setattr__(self, "max_length", hi)
 
-    def to_spec(self) -> "MaskSpec":
+    def to_spec(self) -> MaskSpec:
         return MaskSpec(seqlens_k=self.lengths, _max_seqlen_k_pad=self.max_length)
 
 
@@ -201,7 +203,7 @@ class Varlen(Mask):
         object.__setattr__(self, "_total_q", int(cq[-1]))
         object.__setattr__(self, "_total_k", int(ck[-1]))
 
-    def to_spec(self) -> "MaskSpec":
+    def to_spec(self) -> MaskSpec:
         return MaskSpec(
             cu_seqlens_q=self.cu_seqlens_q,
             cu_seqlens_k=self.cu_seqlens_k,
@@ -257,7 +259,7 @@ class BlockSparse(Mask):
             if bool(dup.any()):
                 raise ValueError("block_indices must not repeat a key block within one query block's list")
 
-    def to_spec(self) -> "MaskSpec":
+    def to_spec(self) -> MaskSpec:
         return MaskSpec(
             block_indices=self.block_indices,
             block_counts=self.block_counts,
@@ -298,11 +300,11 @@ class MaskSpec(Mask):
             object.__setattr__(self, "causal", True)
             object.__setattr__(self, "window_right", -1)
 
-    def to_spec(self) -> "MaskSpec":
+    def to_spec(self) -> MaskSpec:
         return self
 
     # ---------------------------------------------------------------- composition
-    def intersect(self, o: "MaskSpec") -> "MaskSpec":
+    def intersect(self, o: MaskSpec) -> MaskSpec:
         """Intersection of two specs; raises ``ValueError`` for combinations without a defined meaning."""
         kw: dict[str, Any] = {}
         kw["causal"] = self.causal or o.causal
@@ -443,19 +445,19 @@ class MaskSpec(Mask):
     # ---------------------------------------------------------------- producers
     def kernel_kwargs(self) -> dict:
         """Keyword arguments of the Triton kernels ``attention_fwd`` / ``attention_bwd``."""
-        return dict(
-            causal=self.causal,
-            window_left=self.window_left,
-            window_right=self.window_right,
-            seqlens_k=self.seqlens_k,
-            cu_seqlens_q=self.cu_seqlens_q,
-            cu_seqlens_k=self.cu_seqlens_k,
-            max_seqlen_q=self.max_seqlen_q,
-            max_seqlen_k=self.max_seqlen_k,
-            block_indices=self.block_indices,
-            block_counts=self.block_counts,
-            block_size=self.block_size,
-        )
+        return {
+            "causal": self.causal,
+            "window_left": self.window_left,
+            "window_right": self.window_right,
+            "seqlens_k": self.seqlens_k,
+            "cu_seqlens_q": self.cu_seqlens_q,
+            "cu_seqlens_k": self.cu_seqlens_k,
+            "max_seqlen_q": self.max_seqlen_q,
+            "max_seqlen_k": self.max_seqlen_k,
+            "block_indices": self.block_indices,
+            "block_counts": self.block_counts,
+            "block_size": self.block_size,
+        }
 
     def _positions(self, nq: int, nk: int, device):
         """Per-row (query) and per-column (key) positions, sequence ids and offsets ``Lk - Lq``.

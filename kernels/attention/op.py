@@ -11,15 +11,14 @@ The ops take tensors and scalars only (the mask is passed as optional tensors + 
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import torch
 from torch import Tensor
 
 from .masks import MaskSpec
-from .reference import reference_attention
+from .reference import reference_attention, reference_attention_backward
 
-__all__ = ["triton_available", "triton_kernels", "triton_attention"]
+__all__ = ["triton_attention", "triton_available", "triton_kernels"]
 
 
 def interpreter_on() -> bool:
@@ -58,6 +57,10 @@ def triton_available(device: torch.device) -> bool:
     return False
 
 
+_MASK_ARGS = ("causal", "window_left", "window_right", "seqlens_k", "cu_seqlens_q", "cu_seqlens_k", "max_seqlen_q",
+              "max_seqlen_k", "block_indices", "block_counts", "block_size")
+
+
 def _spec_from(causal, window_left, window_right, seqlens_k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                block_indices, block_counts, block_size) -> MaskSpec:
     return MaskSpec(
@@ -67,20 +70,15 @@ def _spec_from(causal, window_left, window_right, seqlens_k, cu_seqlens_q, cu_se
     )
 
 
-def _kw(causal, window_left, window_right, seqlens_k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-        block_indices, block_counts, block_size) -> dict:
-    return dict(
-        causal=causal, window_left=window_left, window_right=window_right, seqlens_k=seqlens_k,
-        cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k, max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k,
-        block_indices=block_indices, block_counts=block_counts, block_size=block_size,
-    )
+def _kw(*values) -> dict:
+    return dict(zip(_MASK_ARGS, values))
 
 
 @torch.library.custom_op("zoo::attention", mutates_args=())
 def _attention_op(
     q: Tensor, k: Tensor, v: Tensor, scale: float, causal: bool, window_left: int, window_right: int,
-    seqlens_k: Optional[Tensor], cu_seqlens_q: Optional[Tensor], cu_seqlens_k: Optional[Tensor],
-    max_seqlen_q: int, max_seqlen_k: int, block_indices: Optional[Tensor], block_counts: Optional[Tensor],
+    seqlens_k: Tensor | None, cu_seqlens_q: Tensor | None, cu_seqlens_k: Tensor | None,
+    max_seqlen_q: int, max_seqlen_k: int, block_indices: Tensor | None, block_counts: Tensor | None,
     block_size: int, lse_grad: bool,
 ) -> tuple[Tensor, Tensor]:
     """Forward: o (B, Hq, Nq, Dv) in q.dtype, lse (B, Hq, Nq) fp32 (-inf on empty rows)."""
@@ -105,10 +103,10 @@ def _(q, k, v, scale, causal, window_left, window_right, seqlens_k, cu_seqlens_q
 
 @torch.library.custom_op("zoo::attention_backward", mutates_args=())
 def _attention_backward_op(
-    do: Tensor, dlse: Optional[Tensor], q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, scale: float,
-    causal: bool, window_left: int, window_right: int, seqlens_k: Optional[Tensor], cu_seqlens_q: Optional[Tensor],
-    cu_seqlens_k: Optional[Tensor], max_seqlen_q: int, max_seqlen_k: int, block_indices: Optional[Tensor],
-    block_counts: Optional[Tensor], block_size: int,
+    do: Tensor, dlse: Tensor | None, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, scale: float,
+    causal: bool, window_left: int, window_right: int, seqlens_k: Tensor | None, cu_seqlens_q: Tensor | None,
+    cu_seqlens_k: Tensor | None, max_seqlen_q: int, max_seqlen_k: int, block_indices: Tensor | None,
+    block_counts: Tensor | None, block_size: int,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Backward: (dq, dk, dv). ``dlse`` (B, Hq, Nq), optional, is the gradient flowing into the returned lse."""
     kw = _kw(causal, window_left, window_right, seqlens_k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
@@ -127,28 +125,13 @@ def _attention_backward_op(
             _, _, dk2 = bwd(gq, q, k, k, torch.zeros_like(q), lse, scale=scale, **kw)
             dk = (dk.float() + scale * dk2.float()).to(dk.dtype)
         return dq, dk, dv
-    with torch.enable_grad():
-        qq, kk, vv = (t.detach().requires_grad_(True) for t in (q, k, v))
-        oo, ll = reference_attention(qq, kk, vv, _spec_from(**kw), scale, True)
-        outs, grads = [oo], [do]
-        if dlse is not None:
-            outs.append(ll)
-            grads.append(dlse.to(ll.dtype))
-        dq, dk, dv = torch.autograd.grad(outs, (qq, kk, vv), grads, allow_unused=True)
-    return (
-        dq if dq is not None else torch.zeros_like(q),
-        dk if dk is not None else torch.zeros_like(k),
-        dv if dv is not None else torch.zeros_like(v),
-    )
+    # Custom-op kernels run below autograd, so the fallback uses the analytic reference backward.
+    return reference_attention_backward(do, dlse, q, k, v, _spec_from(**kw), scale)
 
 
 @_attention_backward_op.register_fake
 def _(do, dlse, q, k, v, o, lse, *args):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-
-
-_MASK_ARGS = ("causal", "window_left", "window_right", "seqlens_k", "cu_seqlens_q", "cu_seqlens_k", "max_seqlen_q",
-              "max_seqlen_k", "block_indices", "block_counts", "block_size")
 
 
 def _setup_context(ctx, inputs, output):

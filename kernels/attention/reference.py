@@ -5,7 +5,7 @@ import torch
 
 from .masks import MaskSpec
 
-__all__ = ["reference_attention", "reference_attention_chunked"]
+__all__ = ["reference_attention", "reference_attention_backward", "reference_attention_chunked"]
 
 
 def _expand_kv(x: torch.Tensor, heads_q: int) -> torch.Tensor:
@@ -55,6 +55,42 @@ def reference_attention(
         nonempty, torch.log(torch.where(nonempty, den, torch.ones_like(den))) + mx, torch.full_like(den, float("-inf"))
     ).squeeze(-1)
     return o, lse
+
+
+@torch.no_grad()
+def reference_attention_backward(do, dlse, q, k, v, spec: MaskSpec | None, scale: float):
+    """Analytic backward of :func:`reference_attention` (no autograd, so it runs inside custom-op kernels).
+
+    do (B, Hq, Nq, Dv); dlse (B, Hq, Nq) or None, the gradient flowing into lse. Returns dq, dk, dv in the input
+    dtypes. dS = P * (dO V^T - rowsum(dO * O) + dlse); dq = scale dS K; dk = scale dS^T Q; dv = P^T dO.
+    """
+    cdt = torch.float64 if q.dtype == torch.float64 else torch.float32
+    b, hq, nq, _ = q.shape
+    hkv, nk = k.shape[1], k.shape[2]
+    grp = hq // hkv
+    qf, dof = q.to(cdt), do.to(cdt)
+    kf, vf = _expand_kv(k.to(cdt), hq), _expand_kv(v.to(cdt), hq)
+    s = torch.matmul(qf, kf.transpose(-1, -2)) * scale
+    if spec is not None:
+        s = s.masked_fill(~spec.dense(b, hq, hkv, nq, nk, q.device), float("-inf"))
+    mx = s.amax(dim=-1, keepdim=True)
+    mx = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))
+    p = torch.exp(s - mx)
+    den = p.sum(dim=-1, keepdim=True)
+    p = p / torch.where(den > 0, den, torch.ones_like(den))
+    o = torch.matmul(p, vf)
+    dp = torch.matmul(dof, vf.transpose(-1, -2))
+    delta = (dof * o).sum(-1, keepdim=True)
+    if dlse is not None:
+        g = dlse.to(cdt)[..., None]
+        delta = delta - torch.where(den > 0, g, torch.zeros_like(g))
+    ds = p * (dp - delta)
+    dq = torch.matmul(ds, kf) * scale
+    dk = torch.matmul(ds.transpose(-1, -2), qf) * scale
+    dv = torch.matmul(p.transpose(-1, -2), dof)
+    dk = dk.view(b, hkv, grp, nk, -1).sum(2)
+    dv = dv.view(b, hkv, grp, nk, -1).sum(2)
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
 
 
 @torch.no_grad()

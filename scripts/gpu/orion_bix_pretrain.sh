@@ -30,7 +30,7 @@ else
   HUB="hub/zoo-models/orion_bix_small.prior"
   BENCH_OUT="docs/benchmarks/tabular.md"
   secs=${TRAIN_SECONDS:-180}
-  TRAIN_ARGS=(--trainer.max_time "00:00:$((secs / 60)):$((secs % 60))" --trainer.max_steps "${MAX_STEPS:-4000}"
+  TRAIN_ARGS=(--trainer.max_time "$(printf "00:00:%02d:%02d" $((secs / 60)) $((secs % 60)))" --trainer.max_steps "${MAX_STEPS:-4000}"
               --trainer.max_epochs 1000 --data.init_args.steps_per_epoch 500)
   BENCH_ARGS=(--n-estimators 32)
 fi

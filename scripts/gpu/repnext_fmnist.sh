@@ -4,6 +4,7 @@
 #
 #   FMNIST_DIR=/path/with/idx/files OUT=/some/dir bash scripts/gpu/repnext_fmnist.sh           # GPU job
 #   bash scripts/gpu/repnext_fmnist.sh --smoke                                                   # CPU check, ~1 min
+#   ... repnext_fmnist.sh --trainer.max_epochs=60                           # extra args are passed to train.py
 #
 # FMNIST_DIR: folder with {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz (default: the Debian package's
 # /usr/share/datasets/fashion-mnist). OUT: where results are copied (default out/repnext_fmnist).
@@ -11,7 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SMOKE=0
-[[ "${1:-}" == "--smoke" ]] && SMOKE=1
+PASS=()  # any other arguments go to train.py, e.g. --trainer.max_epochs=60
+for a in "$@"; do if [[ "$a" == "--smoke" ]]; then SMOKE=1; else PASS+=("$a"); fi; done
 OUT=${OUT:-out/repnext_fmnist}
 FMNIST_DIR=${FMNIST_DIR:-/usr/share/datasets/fashion-mnist}
 PY=${PYTHON:-python}
@@ -41,7 +43,7 @@ if [[ "$FMNIST_DIR" == embedded ]]; then DATA=(--data.init_args.source=embedded)
 
 nvidia-smi -L 2>/dev/null || true
 start=$(date +%s)
-$PY train.py --config "$CONFIG" "${DATA[@]}" --trainer.default_root_dir="$RUN" "${EXTRA[@]}" 2>&1 | tee "$OUT/train.log"
+$PY train.py --config "$CONFIG" "${DATA[@]}" --trainer.default_root_dir="$RUN" "${EXTRA[@]}" "${PASS[@]}" 2>&1 | tee "$OUT/train.log"
 train_s=$(( $(date +%s) - start ))
 BEST=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['best_checkpoint'])" "$RUN/results.json")
 echo "best checkpoint: $BEST (train wall time ${train_s}s)"

@@ -7,9 +7,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from zoo.datasets import images as I
-from zoo.datasets.images import FashionMNISTDataModule, ImageFolderDataModule, find_fashion_mnist, read_idx
+from zoo.datasets.images import (
+    FashionMNISTDataModule,
+    ImageFolderDataModule,
+    find_fashion_mnist,
+    read_idx,
+)
 
 
 def make_idx_folder(folder, n_train=60, n_test=20, gz=True, seed=0):
@@ -116,7 +120,7 @@ def test_image_folder_datamodule(tmp_path):
     assert x.shape == (4, 3, 16, 16) and y.dtype == torch.int64
     dm.setup("test")  # no test/: val is the test set
     assert len(dm.test_set) == 6
-    xv, yv = next(iter(dm.val_dataloader()))
+    xv, _ = next(iter(dm.val_dataloader()))
     assert xv.shape == (4, 3, 16, 16)
     assert dm.data_config["mean"] == pytest.approx((0.485, 0.456, 0.406))  # ImageNet defaults
     grey = ImageFolderDataModule(str(root), image_size=16, in_chans=1, num_workers=0, batch_size=2)
@@ -141,8 +145,10 @@ def test_data_config_from_model_pretrained_cfg(tmp_path):
     root = make_image_folder(tmp_path / "imgs")
 
     class _Model(torch.nn.Module):
-        pretrained_cfg = {"input_size": (3, 24, 24), "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25),
-                          "interpolation": "bilinear", "crop_pct": 1.0}
+        def __init__(self):
+            super().__init__()
+            self.pretrained_cfg = {"input_size": (3, 24, 24), "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25),
+                                   "interpolation": "bilinear", "crop_pct": 1.0}
 
     class _Task:
         model = _Model()

@@ -12,7 +12,6 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from zoo.kernels import (
     BlockSparse,
     Causal,
@@ -24,9 +23,9 @@ from zoo.kernels import (
 )
 from zoo.kernels.attention import dispatch
 from zoo.kernels.attention.backends import Case, unsupported_reason
+from zoo.kernels.attention.masks import as_spec
 from zoo.kernels.attention.op import triton_available
 from zoo.kernels.attention.reference import reference_attention
-from zoo.kernels.attention.masks import as_spec
 
 I32 = torch.int32
 CPU = torch.device("cpu")
@@ -133,7 +132,7 @@ def check_against_reference(backend, q, k, v, mask, *, grad=True, lse=False, sca
     for name, a, b in zip(("dq", "dk", "dv"), bg, rg):
         assert not torch.isnan(a).any(), f"{backend}: NaN in {name}"
         s = max(1.0, b.abs().max().item())
-        torch.testing.assert_close(a.double(), b, atol=t * 4 * s, rtol=t * 40, msg=lambda m: f"{backend} {name}: {m}")
+        torch.testing.assert_close(a.double(), b, atol=t * 4 * s, rtol=t * 40, msg=lambda m, n=name: f"{backend} {n}: {m}")
 
 
 def shapes_for(kind):

@@ -5,8 +5,15 @@ import math
 
 import pytest
 import torch
-
-from zoo.kernels import BlockSparse, Causal, KeyPadding, MaskSpec, SlidingWindow, Varlen, attention
+from zoo.kernels import (
+    BlockSparse,
+    Causal,
+    KeyPadding,
+    MaskSpec,
+    SlidingWindow,
+    Varlen,
+    attention,
+)
 from zoo.kernels.attention.masks import as_spec
 
 I32 = torch.int32

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 import yaml
-
+from torch import nn
 from zoo.datasets import images as I
+
 from zoo.registry import _REGISTRY, register_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,7 +92,7 @@ def test_train_writes_checkpoints_logs_and_results(run):
 
 
 def test_eval_from_checkpoint_matches_trainer_test(run, capsys):
-    tmp, _, results = run
+    _, _, results = run
     from zoo.cli import evaluate
 
     metrics = evaluate(["--ckpt", results["best_checkpoint"], "--accelerator", "cpu"])

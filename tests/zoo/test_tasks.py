@@ -2,12 +2,13 @@
 and the image-classification task's loss/metrics."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import lightning as L
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 
 import zoo
 from zoo.registry import _REGISTRY, register_model
@@ -72,7 +73,7 @@ def test_cosine_with_warmup_epochs():
     assert f(60) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert f(100) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)
     vals = [f(s) for s in range(20, 101)]
-    assert all(a >= b for a, b in zip(vals, vals[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(vals))
 
 
 def test_constant_noam_none():

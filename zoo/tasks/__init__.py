@@ -6,7 +6,7 @@ the concrete tasks built on it. Other task modules in this package (``zoo.tasks.
 """
 from zoo.tasks.base import ZooTask, build_lr_lambda, build_optimizer
 
-__all__ = ["ZooTask", "ImageClassificationTask", "build_optimizer", "build_lr_lambda"]
+__all__ = ["ImageClassificationTask", "ZooTask", "build_lr_lambda", "build_optimizer"]
 
 
 def __getattr__(name: str):

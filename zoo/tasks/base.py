@@ -27,16 +27,17 @@ Recipe dicts (YAML-friendly)::
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import torch
-import torch.nn as nn
+from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from zoo.registry import create_model
 
-__all__ = ["ZooTask", "build_optimizer", "build_lr_lambda", "SCHEDULERS", "STAGES"]
+__all__ = ["SCHEDULERS", "STAGES", "ZooTask", "build_lr_lambda", "build_optimizer"]
 
 STAGES = ("train", "val", "test", "predict")
 SCHEDULERS = ("cosine", "constant", "noam", "none")
@@ -110,7 +111,7 @@ def build_lr_lambda(
         epochs = float(cfg.pop("warmup_epochs"))
         if epochs and not steps_per_epoch:
             raise ValueError("scheduler: 'warmup_epochs' needs a known epoch length; use 'warmup_steps' with max_steps")
-        warmup = int(round(epochs * (steps_per_epoch or 0)))
+        warmup = round(epochs * (steps_per_epoch or 0))
     else:
         warmup = int(cfg.pop("warmup_steps", 0))
     if warmup < 0:
@@ -147,18 +148,18 @@ def build_lr_lambda(
     if decay == "inverse_sqrt":
         _no_extra(name, cfg)
         ref = max(peak_end, 1)
-        after = lambda s: math.sqrt(ref / max(s, ref))  # noqa: E731
+        after = lambda s: math.sqrt(ref / max(s, ref))
     elif decay == "exponential":
         rate = float(cfg.pop("decay_rate", 0.5))
         every = int(cfg.pop("decay_steps", max(total_steps // 10, 1)))
         _no_extra(name, cfg)
         if not 0.0 < rate <= 1.0 or every <= 0:
             raise ValueError(f"scheduler noam: decay_rate must be in (0, 1] and decay_steps > 0, got {rate}, {every}")
-        after = lambda s: rate ** ((s - peak_end) / every)  # noqa: E731
+        after = lambda s: rate ** ((s - peak_end) / every)
     elif decay == "cosine":
         _no_extra(name, cfg)
         span = max(total_steps - peak_end, 1)
-        after = lambda s: 0.5 * (1.0 + math.cos(math.pi * min(1.0, (s - peak_end) / span)))  # noqa: E731
+        after = lambda s: 0.5 * (1.0 + math.cos(math.pi * min(1.0, (s - peak_end) / span)))
     else:
         raise ValueError(f"scheduler noam: decay must be 'inverse_sqrt', 'exponential' or 'cosine', got {decay!r}")
 
@@ -292,7 +293,7 @@ class ZooTask(L.LightningModule):
         if per_epoch is None and max_epochs and max_epochs > 0:
             # max_steps caps the run: estimate one epoch from the dataloader length.
             try:
-                batches = len(trainer.fit_loop._data_source.dataloader())  # noqa: SLF001
+                batches = len(trainer.fit_loop._data_source.dataloader())
                 per_epoch = batches / max(trainer.accumulate_grad_batches, 1) / max(trainer.world_size, 1) or None
             except Exception:  # noqa: BLE001 - unsized loaders
                 per_epoch = None
@@ -316,8 +317,8 @@ class ZooTask(L.LightningModule):
             }
         try:
             cfg["card"] = _plain(self.model_card_info())
-        except Exception:  # noqa: BLE001 - card info is informative only; never break checkpointing
-            pass
+        except Exception as e:  # noqa: BLE001 - card info is informative only; never break checkpointing
+            cfg["card_error"] = repr(e)
         checkpoint["zoo_config"] = cfg
 
     def model_card_info(self) -> dict[str, Any]:
