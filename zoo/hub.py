@@ -426,6 +426,14 @@ def from_pretrained(id_or_folder: str | Path, *, revision: str | None = None, **
     return _build_and_load(arch, _merge_args(arch, cfg, overrides), weights, desc)
 
 
+def _with_data_config(spec: Mapping[str, Any], data_config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The registry's input spec with a timm data config laid over it (``input_size`` becomes ``shape``)."""
+    out = dict(spec)
+    for key, value in (data_config or {}).items():
+        out["shape" if key == "input_size" else key] = value
+    return out
+
+
 def save_pretrained(
     model: nn.Module,
     folder: str | Path,
@@ -437,6 +445,7 @@ def save_pretrained(
     dtype: torch.dtype | str | None = None,
     name: str | None = None,
     repo_id: str | None = None,
+    data_config: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``folder/{config.json, model.safetensors, README.md}`` for a model built by ``zoo.create_model``.
 
@@ -448,6 +457,8 @@ def save_pretrained(
         dtype: cast floating tensors before saving (``torch.float16`` / ``"fp16"`` halves the file).
         name: card title (default: the architecture). repo_id: hub id used in the card's usage snippet (default:
             ``org/name`` when ``folder`` is ``.../hub/<org>/<name>``).
+        data_config: the timm-style data config the weights were trained with (``input_size``, ``mean``, ``std``,
+            ``interpolation``, ``crop_pct``); it replaces the architecture's default in ``pretrained_cfg``.
     Returns:
         The folder path.
     """
@@ -487,11 +498,12 @@ def save_pretrained(
     save_file(tensors, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "architecture": arch})
     os.chmod(folder / WEIGHTS_NAME, 0o644)  # safetensors writes 0600; weights are meant to be shared
 
+    spec = _with_data_config(input_spec_for(arch, args), data_config)
     config = {
         "architecture": arch,
         "args": args,
         "zoo_version": zoo.__version__,
-        "pretrained_cfg": _json_safe(input_spec_for(arch, args)),
+        "pretrained_cfg": _json_safe(spec),
     }
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
@@ -507,7 +519,7 @@ def save_pretrained(
         title=entry.title,
         paper=entry.paper,
         citation=entry.citation,
-        input_spec=input_spec_for(arch, args),
+        input_spec=spec,
         dataset=dataset,
         metrics=dict(metrics) if metrics else None,
         recipe=recipe,

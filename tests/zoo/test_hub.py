@@ -135,6 +135,15 @@ def test_model_card(tmp_path):
     assert "No evaluation results recorded." in bare and "model-index" not in bare
 
 
+def test_data_config_replaces_the_architecture_default(tmp_path):
+    data_config = {"input_size": (2, 16, 16), "mean": (0.286, 0.286), "std": (0.353, 0.353)}
+    folder = zoo.save_pretrained(_model(), tmp_path / "dc", data_config=data_config)
+    cfg = json.loads((folder / "config.json").read_text())["pretrained_cfg"]
+    assert cfg["shape"] == [2, 16, 16] and cfg["mean"] == [0.286, 0.286] and cfg["std"] == [0.353, 0.353]
+    assert cfg["dtype"] == "float32"  # keys the data config does not name keep the registry's value
+    assert "(0.286, 0.286)" in (folder / "README.md").read_text()
+
+
 def test_fp16_on_disk_loads_into_fp32(tmp_path):
     m = _model()
     folder = zoo.save_pretrained(m, tmp_path / "half", dtype=torch.float16)
