@@ -19,7 +19,6 @@ no sentence is in two subsets.
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import json
 import re
@@ -34,15 +33,13 @@ from pathlib import Path
 import numpy as np
 
 from zoo.datasets.asvspoof import SUBSETS, audio_dir, protocol_path
+from zoo.datasets.debian_speech import MissingPackageError, read_asterisk_prompts, read_pocketsphinx
 
 __all__ = ["Utterance", "SPOOF_SYSTEMS", "find_sources", "normalise_text", "split_of", "prepare", "main"]
 
 SR = 16000
 CHANNEL_SR = 8000
 MAX_SECONDS = 5.0
-ASTERISK_TXT = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
-ASTERISK_DIRS = [Path("/usr/share/asterisk/sounds/en_US_f_Allison"), Path("/usr/share/asterisk/sounds/en")]
-POCKETSPHINX = Path("/usr/share/pocketsphinx/test/data")
 PACKAGES = "asterisk-core-sounds-en-wav asterisk-core-sounds-en pocketsphinx-testdata espeak-ng"
 OPTIONAL_PACKAGES = "festival festvox-kallpc16k"
 
@@ -82,36 +79,18 @@ def _missing(msg: str) -> RuntimeError:
 
 def find_sources() -> list[Utterance]:
     """Bona-fide recordings with transcripts from the installed Debian packages (raises naming the packages)."""
-    utts: list[Utterance] = []
-    if not ASTERISK_TXT.is_file():
-        raise _missing(f"Asterisk prompt transcripts not found at {ASTERISK_TXT}")
-    sound_dir = next((d for d in ASTERISK_DIRS if d.is_dir()), None)
-    if sound_dir is None:
-        raise _missing(f"Asterisk English wav prompts not found in {[str(d) for d in ASTERISK_DIRS]}")
-    with gzip.open(ASTERISK_TXT, "rt", encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if line.startswith(";") or ":" not in line:
-                continue
-            name, text = line.split(":", 1)
-            text = text.strip()
-            # "[ascending tones]" etc. describe non-speech; keep only spoken prompts with at least one word.
-            if not text or text.startswith("[") or not normalise_text(text):
-                continue
-            wav = sound_dir / f"{name.strip()}.wav"
-            if wav.is_file():
-                utts.append(Utterance(wav, text, "ALLISON"))
-    if not POCKETSPHINX.is_dir():
-        raise _missing(f"pocketsphinx test data not found at {POCKETSPHINX}")
-    for sub, spk in (("librivox/transcription", "LIBRIVOX"), ("cards/cards.transcription", "CARDS")):
-        tfile = POCKETSPHINX / sub
-        if not tfile.is_file():
-            continue
-        for line in tfile.read_text().splitlines():
-            m = re.match(r"\s*(?:<s>)?(.*?)(?:</s>)?\s*\(([^)]+)\)\s*$", line)
-            if m and m.group(1).strip():
-                wav = tfile.parent / f"{m.group(2)}.wav"
-                if wav.is_file():
-                    utts.append(Utterance(wav, m.group(1).strip(), spk))
+    try:
+        items = read_asterisk_prompts() + [
+            it for it in read_pocketsphinx() if it.path.suffix == ".wav"  # the raw tidigits clip has no header
+        ]
+    except MissingPackageError as e:
+        raise _missing(str(e)) from e
+    speaker = {"asterisk": "ALLISON"}
+    utts = [
+        Utterance(it.path, it.text, speaker.get(it.source) or it.utt_id.split("/")[1].upper())
+        for it in items
+        if normalise_text(it.text)
+    ]
     if not utts:
         raise _missing("no bona-fide recordings found")
     return utts

@@ -94,10 +94,11 @@ def test_spoof_speech_split_by_text():
 
 
 def test_spoof_speech_missing_packages(monkeypatch, tmp_path):
+    import zoo.datasets.debian_speech as ds
     import zoo.datasets.spoof_speech as ss
 
-    monkeypatch.setattr(ss, "ASTERISK_TXT", tmp_path / "missing.txt.gz")
-    with pytest.raises(RuntimeError, match="asterisk-core-sounds-en-wav"):
+    monkeypatch.setattr(ss, "read_asterisk_prompts", lambda: ds.read_asterisk_prompts(sounds_dir=tmp_path / "none"))
+    with pytest.raises(RuntimeError, match="apt-get install asterisk-core-sounds-en-wav"):
         ss.find_sources()
 
 
