@@ -1,0 +1,162 @@
+"""Sparse attention speed: MoC vs FlexAttention (same routed BlockMask), NSA vs dense causal SDPA (cuDNN) and fla-core.
+
+    python benchmarks/sparse.py                         # H200 rows of issue 4 (bf16)
+    python benchmarks/sparse.py --only moc --quick      # subset (regex on the row name), shorter timing
+    python benchmarks/sparse.py --out docs/benchmarks/sparse-h200.md
+    python benchmarks/sparse.py --device cpu --quick    # smoke test without a GPU (tiny shapes, timings meaningless)
+
+MoC rows time end to end: ours = routing (``moc_routing``) + block-sparse Triton attention (``moc_attention``);
+flex = the same routing + ``BlockMask`` construction from it (``create_block_mask``, compiled) + compiled
+``flex_attention`` on the same layout. NSA rows: ours = ``nsa(backend="triton")`` (mean compression, three branches,
+gates) vs SDPA cuDNN dense causal (K/V repeated to Hq) and fla-core ``parallel_nsa`` (cmp + slc, when importable and
+its head ratio allows: Hq/Hkv a power of two >= 16).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
+
+from zoo.kernels.moc import moc_attention, moc_routing  # noqa: E402
+from zoo.kernels.nsa import nsa  # noqa: E402
+
+
+def bench(fn, device, reps):
+    """Median wall time in ms (CUDA synchronised)."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    fn()
+    sync()
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        ts.append((time.perf_counter() - t0) * 1e3)
+    return sorted(ts)[len(ts) // 2]
+
+
+def fwd_bwd(f, ts):
+    def run():
+        for t in ts:
+            t.grad = None
+        f().float().sum().backward()
+    return run
+
+
+def safe(fn):
+    try:
+        return f"{fn():.2f}"
+    except Exception as e:  # noqa: BLE001 - one failing peer must not stop the table
+        return f"n/a ({type(e).__name__}: {str(e).splitlines()[0][:60]})"
+
+
+def moc_rows(a):
+    dev, dt = a.device, a.dtype
+    sizes = [(2048, 256, 3)] if dev == "cpu" else [(65536, 1024, 3), (65536, 1560, 5), (180000, 1560, 5)]
+    h, d = (2, 32) if dev == "cpu" else (16, 128)
+    be = "triton" if dev == "cuda" else "reference"
+    for n, chunk, k in sizes:
+        q, kk, v = (torch.randn(1, h, n, d, device=dev, dtype=dt, requires_grad=True) for _ in range(3))
+        cu = torch.arange(0, n + chunk, chunk).clamp(max=n).unique().to(torch.int32)
+        kw = dict(top_k=k, block_size=64 if dev == "cpu" else 128)
+
+        def ours():
+            return moc_attention(q, kk, v, cu, backend=be, **kw)
+
+        def flex():
+            from torch.nn.attention.flex_attention import flex_attention
+            r = moc_routing(q, kk, cu, **kw)
+            bm = r.mask.block_mask(1, h, h, n, n, dev, block_size=kw["block_size"], compile=dev == "cuda")
+            fn = torch.compile(flex_attention) if dev == "cuda" else flex_attention
+            if dev == "cpu":  # FlexAttention refuses CPU inputs that require grad
+                return fn(q.detach(), kk.detach(), v.detach(), block_mask=bm)
+            return fn(q, kk, v, block_mask=bm)
+
+        def route():
+            return moc_routing(q, kk, cu, **kw)
+
+        name = f"moc N{n} chunk{chunk} k{k} H{h} D{d}"
+        with torch.no_grad():
+            row = [name, safe(lambda: bench(route, dev, a.reps)), safe(lambda: bench(ours, dev, a.reps)),
+                   safe(lambda: bench(flex, dev, a.reps))]
+        row += [safe(lambda: bench(fwd_bwd(ours, (q, kk, v)), dev, a.reps)),
+                safe(lambda: bench(fwd_bwd(flex, (q, kk, v)), dev, a.reps)) if dev == "cuda" else "n/a (cpu)"]
+        yield row
+
+
+def nsa_rows(a):
+    dev, dt = a.device, a.dtype
+    sizes = [512] if dev == "cpu" else [16384, 65536]
+    hq, hkv, d = (4, 1, 32) if dev == "cpu" else (64, 4, 128)
+    be = "triton" if dev == "cuda" else "reference"
+    cfg = dict(config="paper") if dev == "cuda" else dict(cmp_len=32, cmp_stride=16, sel_len=64, sel_count=4, window=64)
+    for t in sizes:
+        q = torch.randn(1, hq, t, d, device=dev, dtype=dt, requires_grad=True)
+        k, v = (torch.randn(1, hkv, t, d, device=dev, dtype=dt, requires_grad=True) for _ in range(2))
+        g = torch.rand(1, hq, t, 3, device=dev, dtype=dt, requires_grad=True)
+
+        def ours():
+            return nsa(q, k, v, g, backend=be, **cfg)
+
+        def dense():
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+            kr, vr = k.repeat_interleave(hq // hkv, 1), v.repeat_interleave(hq // hkv, 1)
+            ctx = sdpa_kernel(SDPBackend.CUDNN_ATTENTION) if dev == "cuda" else sdpa_kernel(SDPBackend.MATH)
+            with ctx:
+                return torch.nn.functional.scaled_dot_product_attention(q, kr, vr, is_causal=True)
+
+        def fla():
+            from fla.ops.nsa import parallel_nsa
+            gg = g.transpose(1, 2)
+            return parallel_nsa(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), gg[..., 0].contiguous(),
+                                gg[..., 1].contiguous(), None, block_counts=16, block_size=64)
+
+        name = f"nsa T{t} Hq{hq} Hkv{hkv} D{d}"
+        with torch.no_grad():
+            row = [name, safe(lambda: bench(ours, dev, a.reps)), safe(lambda: bench(dense, dev, a.reps)),
+                   safe(lambda: bench(fla, dev, a.reps))]
+        row += [safe(lambda: bench(fwd_bwd(ours, (q, k, v, g)), dev, a.reps)),
+                safe(lambda: bench(fwd_bwd(dense, (q, k, v)), dev, a.reps)),
+                safe(lambda: bench(fwd_bwd(fla, (q, k, v, g)), dev, a.reps))]
+        yield row
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--only", default="")
+    p.add_argument("--out", default="")
+    a = p.parse_args(argv)
+    if a.device == "cuda" and not torch.cuda.is_available():
+        p.error("CUDA is not available; use --device cpu --quick for a smoke test")
+    a.dtype = torch.bfloat16 if a.device == "cuda" else torch.float32
+    a.reps = 3 if a.quick else 10
+    lines = [f"# sparse attention benchmark, {datetime.date.today()}, "
+             f"{torch.cuda.get_device_name() if a.device == 'cuda' else 'cpu'}, torch {torch.__version__}", ""]
+    tables = [("moc", ["row", "routing ms", "ours fwd ms", "flex fwd ms (routing+mask+attn)", "ours fwd+bwd ms",
+                       "flex fwd+bwd ms"], moc_rows),
+              ("nsa", ["row", "ours fwd ms", "sdpa-cudnn dense causal fwd ms", "fla parallel_nsa fwd ms",
+                       "ours fwd+bwd ms", "sdpa-cudnn fwd+bwd ms", "fla fwd+bwd ms"], nsa_rows)]
+    for key, head, gen in tables:
+        if a.only and not re.search(a.only, key):
+            continue
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        print(lines[-2], flush=True)
+        for row in gen(a):
+            lines.append("| " + " | ".join(row) + " |")
+            print(lines[-1], flush=True)
+        lines.append("")
+    if a.out:
+        Path(a.out).write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
