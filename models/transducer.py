@@ -22,13 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from zoo.kernels import KeyPadding, SlidingWindow, attention
 from zoo.registry import register_model
-
-try:
-    from zoo.kernels import KeyPadding, SlidingWindow, attention
-except ImportError:  # until zoo.kernels re-exports the attention API at its top level
-    from zoo.kernels.attention.api import attention
-    from zoo.kernels.attention.masks import KeyPadding, SlidingWindow
 
 __all__ = [
     "TransformerTransducer",
