@@ -10,6 +10,9 @@ from .attention import (
     Varlen,
     attention,
 )
+from .gla import GatedLinearAttention, gla  # noqa: F401  (GLA layer, docs/kernels/gla.md)
+from .moc import MoCAttention, moc_attention, moc_reference  # noqa: F401  (docs/kernels/moc.md)
+from .nsa import NSAAttention, nsa, nsa_reference  # noqa: F401  (docs/kernels/nsa.md)
 
 __all__ = [
     "BlockSparse",
