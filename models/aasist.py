@@ -325,7 +325,7 @@ class AASIST(nn.Module):
         if x.dim() != 2:
             raise ValueError(f"x must be a batch of waveforms (B, L), got shape {tuple(x.shape)}")
         x = self.conv_time(x, freq_mask=freq_aug and self.training)  # (B, 70, L - 128)
-        x = F.max_pool2d(x.unsqueeze(1).abs(), (3, 3))  # (B, 1, 23, (L - 128) // 3)
+        x = F.max_pool2d(x.unsqueeze(1).abs(), (3, 3), stride=(3, 3))  # (B, 1, 23, (L - 128) // 3)
         x = self.selu(self.first_bn(x))
         return self.encoder(x)
 
@@ -594,7 +594,7 @@ class ScalableAASIST(nn.Module):
         if self.freeze_ssl:
             feats = feats.detach()
         e = self.feature_proj(feats).transpose(1, 2).unsqueeze(1)  # (B, 1, proj_dim, frames)
-        e = self.act(self.first_bn(F.max_pool2d(e, (3, 3))))  # (B, 1, proj_dim // 3, frames // 3)
+        e = self.act(self.first_bn(F.max_pool2d(e, (3, 3), stride=(3, 3))))  # (B, 1, proj_dim // 3, frames // 3)
         e = self.act(self.post_encoder_bn(self.encoder(e)))  # (B, C, F, T)
         w = self.node_attention(e)
         e_s = (e * torch.softmax(w, dim=3)).sum(dim=3).transpose(1, 2) + self.pos_S  # (B, F, C)

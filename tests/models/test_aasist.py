@@ -139,3 +139,16 @@ def test_scalable_paper_config_size():
     n_ssl = sum(p.numel() for p in model.ssl.parameters())
     assert 300e6 < n_ssl < 330e6  # XLS-R 300M architecture (~315M)
     assert model.trainable_parameters() < 1e6
+
+
+def test_pte_export_of_the_authors_aasist_l(reference_root, tmp_path):
+    """The authors' AASIST-L lowers to an ExecuTorch .pte (XNNPACK) whose output equals eager."""
+    pytest.importorskip("executorch", reason="executorch (the `mobile` extra) is not installed")
+    from zoo.export import find_flatc
+
+    if find_flatc() is None:
+        pytest.skip("flatc (Debian flatbuffers-compiler) is not installed")
+    model = zoo.create_model("aasist_l")
+    model.load_state_dict(convert_checkpoint(reference_root / "aasist" / FILES["aasist_l"]), strict=True)
+    report = zoo.export(model.eval(), (_sine()[:1],), tmp_path / "aasist_l.pte", format="pte", atol=1e-4)
+    assert report.max_abs_diff < 1e-4 and (tmp_path / "aasist_l.pte").stat().st_size > 100_000
