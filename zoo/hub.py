@@ -124,8 +124,15 @@ def _verify_sha256(path: Path, expected: str | None, what: str) -> None:
 def find_converter(arch: str) -> Callable[..., dict[str, torch.Tensor]] | None:
     """The model module's ``convert_checkpoint(path) -> state_dict`` hook for the authors' checkpoints, if any."""
     import importlib
+    import sys
 
-    module = importlib.import_module(model_entry(arch).constructor.__module__)
+    name = model_entry(arch).constructor.__module__
+    module = sys.modules.get(name)
+    if module is None:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:  # registered from code that is not an importable module (e.g. exec'd in a test)
+            return None
     fn = getattr(module, "convert_checkpoint", None)
     return fn if callable(fn) else None
 
