@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.kernels import attention as zoo_attention
+from zoo.kernels.attention.nn import MultiheadAttention
 from zoo.registry import PretrainedSource, register_model
 
 __all__ = [
@@ -369,24 +370,16 @@ def _readout(out_t: torch.Tensor, out_s: torch.Tensor, master: torch.Tensor) -> 
 # ----------------------------------------------------------------------------------------------------------------
 # Scalable AASIST (arXiv:2507.11777)
 # ----------------------------------------------------------------------------------------------------------------
-class _MHA(nn.Module):
-    """Multi-head attention through ``zoo.kernels.attention``: query (B, Nq, D), key/value (B, Nk, D) -> (B, Nq, D)."""
+class _MHA(MultiheadAttention):
+    """The attention layer's ``MultiheadAttention`` plus output dropout: query (B, Nq, D), key/value (B, Nk, D) ->
+    (B, Nq, D). Parameters ``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``."""
 
     def __init__(self, dim: int, num_heads: int, dropout: float = 0.0):
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
-        self.h = num_heads
-        self.q_proj = nn.Linear(dim, dim)
-        self.k_proj = nn.Linear(dim, dim)
-        self.v_proj = nn.Linear(dim, dim)
-        self.out_proj = nn.Linear(dim, dim)
+        super().__init__(dim, num_heads)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, q: torch.Tensor, kv: torch.Tensor | None = None) -> torch.Tensor:
-        kv = q if kv is None else kv
-        o = zoo_attention(_heads(self.q_proj(q), self.h), _heads(self.k_proj(kv), self.h), _heads(self.v_proj(kv), self.h))
-        return self.drop(self.out_proj(_merge(o)))
+        return self.drop(super().forward(q, kv))
 
 
 def _heads(x: torch.Tensor, h: int) -> torch.Tensor:
