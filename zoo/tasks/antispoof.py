@@ -115,7 +115,8 @@ class AntiSpoofingTask(ZooTask):
         self.log_metrics("train", {"loss": loss, "acc": acc}, batch_size=x.shape[0], prog_bar=("loss",))
         return loss
 
-    def _eval_step(self, batch: Any, stage: str) -> torch.Tensor:
+    def step(self, batch: Any, stage: str) -> torch.Tensor:
+        """Validation / test step (``ZooTask`` routes ``validation_step`` and ``test_step`` here)."""
         x, y = self._check(batch)
         logits = self._logits(x, train=False)
         loss = F.cross_entropy(logits, y, weight=self.class_weights)
@@ -123,12 +124,6 @@ class AntiSpoofingTask(ZooTask):
         self._labels[stage].append(y.detach().cpu())
         self.log_metrics(stage, {"loss": loss}, batch_size=x.shape[0])
         return loss
-
-    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
-        return self._eval_step(batch, "val")
-
-    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
-        return self._eval_step(batch, "test")
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
         """Bona-fide scores ``(B,) float32`` (the raw logit of class 1)."""

@@ -111,7 +111,8 @@ class ImageClassificationTask(ZooTask):
         self.log_metrics("train", metrics, batch_size=x.shape[0], prog_bar=("loss",))
         return loss
 
-    def _eval_step(self, batch: Any, stage: str) -> torch.Tensor:
+    def step(self, batch: Any, stage: str) -> torch.Tensor:
+        """Validation / test step (``ZooTask`` routes ``validation_step`` and ``test_step`` here)."""
         x, y = batch
         out = self.model(x)
         loss, logits = self._loss(out, y)
@@ -120,12 +121,6 @@ class ImageClassificationTask(ZooTask):
         acc5(logits, y)
         self.log_metrics(stage, {"loss": loss, "acc1": acc1, "acc5": acc5}, batch_size=x.shape[0], prog_bar=("acc1",))
         return loss
-
-    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
-        return self._eval_step(batch, "val")
-
-    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
-        return self._eval_step(batch, "test")
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
         """Class probabilities ``(B, num_classes) float32``."""
