@@ -4,6 +4,7 @@
 # (`python -m zoo.datasets.spoof_speech prepare --out data/spoof_speech`, ~42 MB, 1,637 FLAC clips).
 #   bash scripts/gpu/aasist_train.sh            # GPU recipe (configs/aasist/aasist_l_spoof_speech.yaml)
 #   bash scripts/gpu/aasist_train.sh --smoke    # CPU smoke: one tiny epoch
+#   Further arguments go to train.py, e.g. --trainer.max_time 00:00:05:00
 # Results go to $OUT (default runs/aasist_gpu_out): metrics_*.json, scores/DET plots, results.json, summary.json.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,7 +16,9 @@ EVAL_ARGS=()
 if [[ "${1:-}" == "--smoke" ]]; then
   CFG=configs/aasist/aasist_l_spoof_speech_cpu.yaml
   EVAL_ARGS=(--accelerator cpu --data-arg limit_test=16 --num-workers 0)
+  shift
 fi
+TRAIN_ARGS=("$@")  # any further arguments go to train.py (e.g. --trainer.max_time 00:00:05:00)
 mkdir -p "$OUT"
 if [[ ! -f "$DATA/ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.train.trn.txt" ]]; then
   echo "error: $DATA is missing; build it where the Debian packages are: python -m zoo.datasets.spoof_speech prepare --out $DATA" >&2
@@ -25,7 +28,7 @@ export HF_HUB_OFFLINE=1
 RUN=$(grep -E '^\s*default_root_dir:' "$CFG" | awk '{print $2}')
 
 # 1. train AASIST-L (fit, then validate + test the best checkpoint; writes $RUN/results.json)
-$PY train.py --config "$CFG" --data.init_args.root "$DATA" 2>&1 | tee "$OUT/train.log"
+$PY train.py --config "$CFG" --data.init_args.root "$DATA" "${TRAIN_ARGS[@]}" 2>&1 | tee "$OUT/train.log"
 cp "$RUN/results.json" "$OUT/results.json"
 BEST=$($PY -c "import json; print(json.load(open('$RUN/results.json'))['best_checkpoint'])")
 

@@ -6,7 +6,7 @@
 #                                                #   docs/benchmarks/tabular.md, and copies both to $OUT
 #   scripts/gpu/orion_bix_pretrain.sh --smoke    # CPU smoke test (tiny run, writes only under $OUT or /tmp)
 #
-# Env: OUT (result folder, default /tmp/orion_bix_pretrain), TRAIN_SECONDS (default 180), MAX_STEPS (4000).
+# Further arguments go to train.py. Env: OUT (result folder, default /tmp/orion_bix_pretrain), TRAIN_SECONDS (default 180), MAX_STEPS (4000).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python}
@@ -15,7 +15,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 OUT=${OUT:-/tmp/orion_bix_pretrain}
 mkdir -p "$OUT"
 SMOKE=0
-[ "${1:-}" = "--smoke" ] && SMOKE=1
+if [ "${1:-}" = "--smoke" ]; then SMOKE=1; shift; fi
 
 if [ "$SMOKE" = 1 ]; then
   CONFIG=configs/orion_bix/prior_cpu.yaml
@@ -38,7 +38,7 @@ rm -rf "$RUN"
 
 echo "== meta-training ($CONFIG) =="
 # prior workers are numpy-bound: one BLAS/OpenMP thread each (training only; the benchmark keeps all cores)
-OMP_NUM_THREADS=1 "$PY" train.py --config "$CONFIG" --trainer.default_root_dir "$RUN" "${TRAIN_ARGS[@]}"
+OMP_NUM_THREADS=1 "$PY" train.py --config "$CONFIG" --trainer.default_root_dir "$RUN" "${TRAIN_ARGS[@]}" "$@"
 
 echo "== export to $HUB =="
 "$PY" - "$RUN" "$HUB" "$CONFIG" <<'PYEOF'
@@ -67,14 +67,16 @@ save_pretrained(task.model, hub, metrics=metrics, dataset="synthetic SCM prior (
 print("wrote", hub, metrics)
 PYEOF
 
+if [ "$SMOKE" = 0 ]; then  # keep the weights even if the benchmark below is cut short
+  mkdir -p "$OUT/hub/zoo-models" && cp -r "$HUB" "$OUT/hub/zoo-models/" && cp "$RUN/results.json" "$OUT/train_results.json"
+fi
+
 echo "== benchmark =="
 "$PY" benchmarks/tabular.py --weights "$HUB" --name "Orion-BiX small (ours, prior)" --out "$BENCH_OUT" \
   --json "$OUT/tabular_benchmark.json" "${BENCH_ARGS[@]}"
 
 if [ "$SMOKE" = 0 ]; then
-  mkdir -p "$OUT/hub/zoo-models" "$OUT/docs/benchmarks"
-  cp -r "$HUB" "$OUT/hub/zoo-models/"
+  mkdir -p "$OUT/docs/benchmarks"
   cp "$BENCH_OUT" "$OUT/docs/benchmarks/"
-  cp "$RUN/results.json" "$OUT/train_results.json"
 fi
 echo "done: $OUT"

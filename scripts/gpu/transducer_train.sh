@@ -7,6 +7,7 @@
 #   scripts/gpu/transducer_train.sh            # GPU (carry data/offline_speech: ~33 MB, built on a Debian box with
 #                                              #   python -m zoo.datasets.offline_speech prepare --out data/offline_speech)
 #   scripts/gpu/transducer_train.sh --smoke    # CPU, 4 steps: checks the pipeline end to end
+#   Further arguments go to train.py, e.g. --trainer.max_time 00:00:06:00
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-runs/transducer_out}
@@ -27,7 +28,9 @@ if [ "${1:-}" = "--smoke" ]; then
   CFG=configs/transducer/small_offline_speech_cpu.yaml
   ROOT=runs/transducer_smoke
   EXTRA=(--trainer.max_steps=4 --trainer.val_check_interval=4 --trainer.limit_val_batches=1 --trainer.limit_test_batches=1)
+  shift
 fi
+EXTRA+=("$@")  # any further arguments go to train.py
 rm -rf "$ROOT"
 start=$(date +%s)
 $PY train.py --config "$CFG" --trainer.default_root_dir="$ROOT" "${EXTRA[@]}" 2>&1 | tee "$OUT/train.log" | grep -v "it/s" || true
