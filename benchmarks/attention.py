@@ -179,6 +179,10 @@ def make_runner(col: str, row: Row, mask, q, k, v):
     spec = as_spec(mask)
     if col in ("ours", "flex", "auto"):
         backend = {"ours": "triton", "flex": "flex", "auto": "auto"}[col]
+        if col == "auto":  # each row is one fixed shape: measure auto's table choice, not the Flex shape budget
+            from zoo.kernels.attention.dispatch import reset_flex_shape_budget
+
+            reset_flex_shape_budget()
         return lambda: attention(q, k, v, mask, backend=backend)
     if q.device.type != "cuda":
         return "needs CUDA"

@@ -19,7 +19,7 @@ import torch
 
 from .backends import Case, unsupported_reason
 
-__all__ = ["case_key", "choose_backend", "table", "update_table"]
+__all__ = ["FLEX_SHAPE_BUDGET", "case_key", "choose_backend", "reset_flex_shape_budget", "table", "update_table"]
 
 MASK_KINDS = ("none", "causal", "padding", "window", "varlen", "blocksparse")
 
@@ -82,26 +82,52 @@ def update_table(rows: dict) -> None:
             val = (val,)
         _TABLE[k] = tuple(val)
     _choose.cache_clear()
+    _choose_without_flex.cache_clear()
+
+
+# Compiled FlexAttention (and its compiled BlockMask) is specialised to one shape: every new (B, H, N) recompiles
+# for seconds, and past Dynamo's recompile limit it silently runs eagerly, hundreds of times slower. Training on
+# variable shapes (speech batches, tabular episodes) would hit that on every step, so ``auto`` gives Flex a budget
+# of distinct shapes per process; shapes beyond it go to the next backend of the row (ours: one compile per
+# head-dim / mask kind, any length).
+FLEX_SHAPE_BUDGET = 4
+_flex_shapes: set = set()
 
 
 def choose_backend(c: Case) -> str:
     """The backend ``auto`` uses for case ``c``."""
     if torch.compiler.is_compiling():  # Dynamo ignores (and warns about) lru_cache: trace the plain function
         return _choose.__wrapped__(c)
-    return _choose(c)
+    b = _choose(c)
+    if b == "flex" and c.device.type == "cuda" and c not in _flex_shapes:
+        if len(_flex_shapes) >= FLEX_SHAPE_BUDGET:
+            return _choose_without_flex(c)
+        _flex_shapes.add(c)
+    return b
+
+
+def reset_flex_shape_budget() -> None:
+    """Forget the shapes counted against :data:`FLEX_SHAPE_BUDGET` (e.g. between benchmark rows)."""
+    _flex_shapes.clear()
+
+
+def _candidates(c: Case):
+    if c.exporting:
+        yield "sdpa"
+        return
+    key = case_key(c)
+    for r in sorted((r for r in _TABLE if _matches(r, key)), key=_specificity, reverse=True):
+        yield from _TABLE[r]
 
 
 @functools.lru_cache(maxsize=4096)
 def _choose(c: Case) -> str:
-    if c.exporting:
-        return "sdpa" if unsupported_reason("sdpa", c) is None else "reference"
-    key = case_key(c)
-    rows = sorted((r for r in _TABLE if _matches(r, key)), key=_specificity, reverse=True)
-    for r in rows:
-        for b in _TABLE[r]:
-            if unsupported_reason(b, c) is None:
-                return b
-    return "reference"
+    return next((b for b in _candidates(c) if unsupported_reason(b, c) is None), "reference")
+
+
+@functools.lru_cache(maxsize=4096)
+def _choose_without_flex(c: Case) -> str:
+    return next((b for b in _candidates(c) if b != "flex" and unsupported_reason(b, c) is None), "reference")
 
 
 # Optional runtime override from a JSON file written by benchmarks/attention.py.

@@ -372,6 +372,26 @@ def test_auto_never_picks_an_unsupported_backend(device, kind, dtype, d, lse, gr
         assert chosen in ("sdpa", "reference")
 
 
+def test_auto_gives_flex_a_budget_of_shapes(monkeypatch):
+    """Compiled Flex recompiles per shape: once the budget is spent, new shapes go to the next backend."""
+    monkeypatch.setattr(dispatch, "unsupported_reason", lambda backend, case: None)  # as on a GPU
+    dispatch.reset_flex_shape_budget()
+    dispatch._choose.cache_clear()
+    dispatch._choose_without_flex.cache_clear()
+    try:
+        cases = [_case(device="cuda", kind="window", grad=True, n=3000 + i)
+                 for i in range(dispatch.FLEX_SHAPE_BUDGET + 3)]
+        chosen = [dispatch.choose_backend(c) for c in cases]
+        budget = dispatch.FLEX_SHAPE_BUDGET
+        assert chosen == ["flex"] * budget + ["triton"] * 3
+        assert dispatch.choose_backend(cases[0]) == "flex"  # a shape already compiled keeps its backend
+        assert dispatch.choose_backend(_case(device="cuda", kind="blocksparse", n=5000, bs=64)) == "triton"
+    finally:
+        dispatch.reset_flex_shape_budget()
+        dispatch._choose.cache_clear()
+        dispatch._choose_without_flex.cache_clear()
+
+
 def test_auto_runs_and_update_table(tmp_path):
     q, k, v = make_qkv(1, 2, 2, 12, 12, 16)
     check_against_reference("auto", q, k, v, Causal() & SlidingWindow(3, 0))
