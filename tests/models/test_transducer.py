@@ -150,3 +150,19 @@ def test_export_encoder_step(tmp_path):
         ref = step(*ex)
     for a_, b_ in zip(got, ref):
         torch.testing.assert_close(a_, b_)
+
+
+def test_export_encoder_step_to_pte_matches_eager(tmp_path):
+    """The streaming audio-encoder step (chunk + cached left context) runs in the ExecuTorch runtime."""
+    pytest.importorskip("executorch", reason="executorch (the `mobile` extra) is not installed")
+    from zoo.export import find_flatc
+
+    if find_flatc() is None:
+        pytest.skip("flatc not found (Debian package flatbuffers-compiler)")
+    m = _model(audio_left=4, audio_right=1).eval()
+    step = AudioEncoderStep(m, 3, 4, 1).eval()
+    torch.manual_seed(0)
+    ex = (torch.randn(1, 3, m.d_model), torch.tensor(6), *step.init_cache())
+    report = zoo.export(step, ex, tmp_path / "step.pte", format="pte")
+    assert report.path.read_bytes()[4:8] == b"ET12"
+    assert report.ok and report.max_abs_diff < 1e-4
