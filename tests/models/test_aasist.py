@@ -1,7 +1,9 @@
-"""AASIST / AASIST-L parity with the authors' code and weights; Scalable AASIST shapes, gradients, frozen front end."""
+"""AASIST / AASIST-L parity with the authors' code and weights; the zoo's AASIST-L spoof_speech weights load offline;
+Scalable AASIST shapes, gradients, frozen front end."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -74,8 +76,6 @@ def test_fixture_parity(reference_root):
 
 
 def test_hub_folder_loads(official):
-    from pathlib import Path
-
     arch, model = official
     folder = Path(__file__).resolve().parents[2] / "hub" / "zoo-models" / f"{arch}.asvspoof2019"
     if not folder.is_dir():
@@ -152,3 +152,47 @@ def test_pte_export_of_the_authors_aasist_l(reference_root, tmp_path):
     model.load_state_dict(convert_checkpoint(reference_root / "aasist" / FILES["aasist_l"]), strict=True)
     report = zoo.export(model.eval(), (_sine()[:1],), tmp_path / "aasist_l.pte", format="pte", atol=1e-4)
     assert report.max_abs_diff < 1e-4 and (tmp_path / "aasist_l.pte").stat().st_size > 100_000
+
+
+SPOOF_SPEECH = Path(__file__).resolve().parents[2] / "hub" / "zoo-models" / "aasist_l.spoof_speech"
+
+
+@pytest.fixture
+def spoof_speech_cache(tmp_path, monkeypatch):
+    """The zoo's AASIST-L trained on spoof_speech, put in an isolated HF cache; the hub is then offline."""
+    if not SPOOF_SPEECH.is_dir():
+        pytest.skip(f"{SPOOF_SPEECH} not built (bash scripts/gpu/aasist_train.sh)")
+    from zoo import hub
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    hub.cache_folder(SPOOF_SPEECH, "zoo-models/aasist_l.spoof_speech", cache_dir=tmp_path / "hf" / "hub")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path / "hf" / "hub"
+
+
+def test_spoof_speech_weights_load_offline(spoof_speech_cache):
+    """Registry tag aasist_l.spoof_speech -> sha256-checked load from the offline cache; weights equal the file."""
+    from safetensors.torch import load_file
+
+    from zoo import hub
+
+    entry = zoo.model_entry("aasist_l")
+    assert entry.default_tag == "asvspoof2019" and "aasist_l.spoof_speech" in zoo.list_pretrained("aasist_l*")
+    source = entry.pretrained["spoof_speech"]
+    assert source.repo_id == "zoo-models/aasist_l.spoof_speech" and source.dataset == "spoof_speech"
+    assert source.sha256 == hub.sha256_file(SPOOF_SPEECH / "model.safetensors")
+
+    model = zoo.create_model("aasist_l", pretrained="aasist_l.spoof_speech")
+    assert not model.training and model.zoo_config == {"architecture": "aasist_l", "args": {}}
+    sd, ref = model.state_dict(), load_file(str(SPOOF_SPEECH / "model.safetensors"))
+    assert set(ref) == set(sd)
+    for k, v in ref.items():
+        assert torch.equal(v, sd[k]), k
+    x = torch.cat([_sine(), torch.randn(2, 64600, generator=torch.Generator().manual_seed(0)) * 0.1])
+    with torch.no_grad():
+        hidden, logits = model(x)
+    assert hidden.shape == (4, 160) and logits.shape == (4, 2)
+    assert torch.isfinite(hidden).all() and torch.isfinite(logits).all()
+    assert logits[:, 1].std() > 0  # scores depend on the input
