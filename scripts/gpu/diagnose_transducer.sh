@@ -14,18 +14,21 @@ import zoo.models.transducer as tt
 
 faulthandler.dump_traceback_later(30, repeat=True, file=sys.stderr)
 dev = torch.device("cuda")
-# The transducer is the only caller with a value head dim unlike the query/key one (64 vs 32: relative position
-# features are appended to q and k only); no GPU benchmark row covers that. Time it alone first.
+# Suspects, timed alone first: fp32 inputs (the transducer trains in fp32; our kernels then use IEEE dots built from
+# FMAs, slow to compile per autotune config; `auto` now sends fp32 on CUDA to SDPA) and a value head dim unlike the
+# query/key one (64 vs 32: relative position features are appended to q and k only; no benchmark row covers it).
 from zoo.kernels import KeyPadding, SlidingWindow, attention
-for dv in (64, 32):
-    q, k = (torch.randn(4, 4, 300, 64, device=dev, requires_grad=True) for _ in range(2))
-    v = torch.randn(4, 4, 300, dv, device=dev, requires_grad=True)
-    mask = SlidingWindow(10, 2) & KeyPadding(torch.tensor([300, 250, 200, 100], device=dev))
-    t0 = time.perf_counter()
-    attention(q, k, v, mask, backend="triton").sum().backward()
-    torch.cuda.synchronize()
-    print(f"attention D64 Dv{dv} window+padding fwd+bwd (first call, with tuning): {time.perf_counter() - t0:.2f} s", flush=True)
-for backend in ("triton", "sdpa", "flex"):
+for dtype in (torch.bfloat16, torch.float32):
+    for dv in (64, 32):
+        q, k = (torch.randn(4, 4, 300, 64, device=dev, dtype=dtype, requires_grad=True) for _ in range(2))
+        v = torch.randn(4, 4, 300, dv, device=dev, dtype=dtype, requires_grad=True)
+        mask = SlidingWindow(10, 2) & KeyPadding(torch.tensor([300, 250, 200, 100], device=dev))
+        t0 = time.perf_counter()
+        attention(q, k, v, mask, backend="triton").float().sum().backward()
+        torch.cuda.synchronize()
+        print(f"attention {dtype} D64 Dv{dv} window+padding fwd+bwd (first call, with tuning): "
+              f"{time.perf_counter() - t0:.2f} s", flush=True)
+for backend in ("auto", "sdpa", "flex", "triton"):
     tt.ATTENTION_BACKEND = backend
     torch.manual_seed(0)
     m = zoo.create_model("transformer_transducer_small", vocab_size=29, audio_left=10, audio_right=2).to(dev)

@@ -386,6 +386,9 @@ def test_auto_gives_flex_a_budget_of_shapes(monkeypatch):
         assert chosen == ["flex"] * budget + ["triton"] * 3
         assert dispatch.choose_backend(cases[0]) == "flex"  # a shape already compiled keeps its backend
         assert dispatch.choose_backend(_case(device="cuda", kind="blocksparse", n=5000, bs=64)) == "triton"
+        # fp32 on CUDA never goes to our IEEE-dot kernels while SDPA can take the case
+        for kind in ("none", "causal", "padding", "window", "varlen"):
+            assert dispatch.choose_backend(_case(device="cuda", kind=kind, dtype=torch.float32, n=6000)) == "sdpa"
     finally:
         dispatch.reset_flex_shape_budget()
         dispatch._choose.cache_clear()
