@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from zoo.kernels import KeyPadding, SlidingWindow, attention
-from zoo.registry import register_model
+from zoo.registry import PretrainedSource, register_model
 
 __all__ = [
     "TransformerTransducer",
@@ -668,6 +668,15 @@ def transformer_transducer(**kwargs) -> nn.Module:
 
 @register_model(
     paper=_PAPER, title=_TITLE, task="speech-recognition", license="apache-2.0", input_spec=_INPUT_SPEC,
+    pretrained={
+        # Trained by the zoo on the offline speech corpus (`python -m zoo.datasets.offline_speech prepare`):
+        # held-out human prompts, greedy decoding; character tokenizer in the folder's tokenizer.json.
+        "offline_speech": PretrainedSource(
+            repo_id="zoo-models/transformer_transducer_small.offline_speech", dataset="offline_speech",
+            sha256="21d58f3150b7ac0816b2f69c9e1f24b1de0e54b95b141a742d84ccad7286eeeb",
+            metrics={"cer_full": 0.5850, "wer_full": 0.8456, "cer_l10_r2": 0.5730,
+                     "wer_l10_r2": 0.8020}),
+    },
 )
 def transformer_transducer_small(**kwargs) -> nn.Module:
     """Small Transformer Transducer (6 audio + 1 label layers, d_model 144, ~1.6M parameters) that trains on
