@@ -673,9 +673,9 @@ def transformer_transducer(**kwargs) -> nn.Module:
         # held-out human prompts, greedy decoding; character tokenizer in the folder's tokenizer.json.
         "offline_speech": PretrainedSource(
             repo_id="zoo-models/transformer_transducer_small.offline_speech", dataset="offline_speech",
-            sha256="21d58f3150b7ac0816b2f69c9e1f24b1de0e54b95b141a742d84ccad7286eeeb",
-            metrics={"cer_full": 0.5850, "wer_full": 0.8456, "cer_l10_r2": 0.5730,
-                     "wer_l10_r2": 0.8020}),
+            sha256="2a672cd4f76d449be35989f9d367207bdcfdcaf9c4e64ea4cede3cd60d116a77",
+            metrics={"cer_full": 0.5308, "wer_full": 0.7752, "cer_l10_r2": 0.5338,
+                     "wer_l10_r2": 0.8154}),
     },
 )
 def transformer_transducer_small(**kwargs) -> nn.Module:
