@@ -49,3 +49,27 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+HUB_DIR = Path(__file__).resolve().parents[1] / "hub" / "zoo-models"
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """``offline_hub(name)``: put the repo's published folder ``hub/zoo-models/<name>`` into an empty HF cache as
+    ``zoo-models/<name>``, then switch the hub offline; returns the folder. Skips when the folder was never built."""
+    def install(name: str) -> Path:
+        from zoo import hub
+
+        folder = HUB_DIR / name
+        if not (folder / "model.safetensors").is_file():
+            pytest.skip(f"{folder} not built (see its scripts/gpu/ recipe)")
+        cache = tmp_path / "hf" / "hub"
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+        monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+        monkeypatch.delenv("HF_ENDPOINT", raising=False)
+        hub.cache_folder(folder, f"zoo-models/{name}", cache_dir=cache)
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        return folder
+
+    return install

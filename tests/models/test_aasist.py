@@ -157,23 +157,9 @@ def test_pte_export_of_the_authors_aasist_l(reference_root, tmp_path):
 SPOOF_SPEECH = Path(__file__).resolve().parents[2] / "hub" / "zoo-models" / "aasist_l.spoof_speech"
 
 
-@pytest.fixture
-def spoof_speech_cache(tmp_path, monkeypatch):
-    """The zoo's AASIST-L trained on spoof_speech, put in an isolated HF cache; the hub is then offline."""
-    if not SPOOF_SPEECH.is_dir():
-        pytest.skip(f"{SPOOF_SPEECH} not built (bash scripts/gpu/aasist_train.sh)")
-    from zoo import hub
-
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
-    monkeypatch.delenv("HF_ENDPOINT", raising=False)
-    hub.cache_folder(SPOOF_SPEECH, "zoo-models/aasist_l.spoof_speech", cache_dir=tmp_path / "hf" / "hub")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return tmp_path / "hf" / "hub"
-
-
-def test_spoof_speech_weights_load_offline(spoof_speech_cache):
+def test_spoof_speech_weights_load_offline(offline_hub):
     """Registry tag aasist_l.spoof_speech -> sha256-checked load from the offline cache; weights equal the file."""
+    offline_hub("aasist_l.spoof_speech")
     from safetensors.torch import load_file
 
     from zoo import hub

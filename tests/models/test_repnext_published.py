@@ -14,17 +14,8 @@ from zoo import hub
 FOLDER = Path(__file__).resolve().parents[2] / "hub" / "zoo-models" / "repnext_m0.fmnist"
 
 
-@pytest.fixture
-def offline_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
-    monkeypatch.delenv("HF_ENDPOINT", raising=False)
-    hub.cache_folder(FOLDER, "zoo-models/repnext_m0.fmnist", cache_dir=tmp_path / "hf" / "hub")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return tmp_path / "hf" / "hub"
-
-
-def test_registry_tag_loads_offline_and_classifies_real_images(offline_cache):
+def test_registry_tag_loads_offline_and_classifies_real_images(offline_hub):
+    offline_hub("repnext_m0.fmnist")
     model = zoo.create_model("repnext_m0.fmnist", pretrained=True)
     assert not model.training and model.zoo_config["args"] == {"num_classes": 10, "in_chans": 1}
 
@@ -43,7 +34,8 @@ def test_registry_tag_loads_offline_and_classifies_real_images(offline_cache):
     assert total == 1000 and correct / total > 0.90
 
 
-def test_sha256_mismatch_is_refused(offline_cache, monkeypatch):
+def test_sha256_mismatch_is_refused(offline_hub, monkeypatch):
+    offline_hub("repnext_m0.fmnist")
     import dataclasses
 
     entry = zoo.model_entry("repnext_m0")

@@ -173,24 +173,10 @@ PUBLISHED = Path(__file__).resolve().parents[2] / "hub" / "zoo-models" / "transf
 CLIP = Path(__file__).resolve().parents[1] / "fixtures" / "speech" / "1001-0-0002.flac"
 
 
-@pytest.fixture
-def published_cache(tmp_path, monkeypatch):
-    """The zoo's small transducer trained on offline_speech, put in an isolated HF cache; the hub is then offline."""
-    if not PUBLISHED.is_dir():
-        pytest.skip(f"{PUBLISHED} not built (bash scripts/gpu/transducer_train.sh)")
-    from zoo import hub
-
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
-    monkeypatch.delenv("HF_ENDPOINT", raising=False)
-    hub.cache_folder(PUBLISHED, "zoo-models/transformer_transducer_small.offline_speech",
-                     cache_dir=tmp_path / "hf" / "hub")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-def test_published_weights_transcribe_real_speech(published_cache):
+def test_published_weights_transcribe_real_speech(offline_hub):
     """Registry tag -> sha256-checked offline load; the weights transcribe a held-out human prompt, streaming and
     full-utterance decoding agree, and random weights do not come close."""
+    offline_hub("transformer_transducer_small.offline_speech")
     import soundfile as sf
     from torchmetrics.functional.text import char_error_rate
 

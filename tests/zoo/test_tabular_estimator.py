@@ -210,23 +210,8 @@ def test_benchmark_script_smoke(tmp_path):
 PUBLISHED = Path(__file__).resolve().parents[2] / "hub" / "zoo-models" / "orion_bix_small.prior"
 
 
-@pytest.fixture
-def published_offline(tmp_path, monkeypatch):
-    """The published folder pre-populated into an empty HF cache; the hub is then offline."""
-    from zoo import hub
-
-    if not (PUBLISHED / "model.safetensors").is_file():
-        pytest.skip("hub/zoo-models/orion_bix_small.prior missing")
-    cache = tmp_path / "hf" / "hub"
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.delenv("HF_ENDPOINT", raising=False)
-    hub.cache_folder(PUBLISHED, "zoo-models/orion_bix_small.prior", cache_dir=cache)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return cache
-
-
-def test_published_prior_weights_classify_a_real_table(published_offline):
+def test_published_prior_weights_classify_a_real_table(offline_hub):
+    offline_hub("orion_bix_small.prior")
     from safetensors.torch import load_file
     from sklearn.datasets import load_breast_cancer
     from sklearn.model_selection import train_test_split
@@ -245,7 +230,8 @@ def test_published_prior_weights_classify_a_real_table(published_offline):
     assert all(torch.equal(v, published[k]) for k, v in clf.model_.state_dict().items())
 
 
-def test_published_prior_sha256_mismatch_is_refused(published_offline):
+def test_published_prior_sha256_mismatch_is_refused(offline_hub):
+    offline_hub("orion_bix_small.prior")
     import dataclasses
 
     from zoo import hub
