@@ -36,6 +36,11 @@ from zoo.kernels import (
 )
 from zoo.kernels.attention.masks import as_spec
 
+from benchmarks.attention import (  # the speed benchmark's mask builders
+    _chunk_lists,
+    _doc_bounds,
+)
+
 I32 = torch.int32
 
 
@@ -50,24 +55,6 @@ class AccCase:
     make_mask: Callable[[torch.device], object]
 
 
-def _chunks(n, chunk, earlier, h):
-    nb = math.ceil(n / chunk)
-    idx = torch.zeros(1, h, nb, earlier + 1, dtype=I32)
-    cnt = torch.zeros(1, h, nb, dtype=I32)
-    for qb in range(nb):
-        blocks = list(range(max(0, qb - earlier), qb + 1))
-        idx[:, :, qb, : len(blocks)] = torch.tensor(blocks, dtype=I32)
-        cnt[:, :, qb] = len(blocks)
-    return idx, cnt
-
-
-def _cu(lens):
-    out = [0]
-    for x in lens:
-        out.append(out[-1] + x)
-    return out
-
-
 def build_cases(quick: bool, cpu: bool) -> list[AccCase]:
     if cpu:
         n_long, n_mid, b_lc, n_lc, doc, chunk = 512, 256, 2, 256, 64, 64
@@ -79,8 +66,8 @@ def build_cases(quick: bool, cpu: bool) -> list[AccCase]:
     lc_lens = torch.randint(n_lc // 2, n_lc + 1, (b_lc,), generator=g).to(I32)
     ragged = [int(x) for x in torch.randint(doc // 8, 2 * doc, (16,), generator=g)]
     ragged[-1] += 16 * doc - sum(ragged) if sum(ragged) < 16 * doc else 0
-    cu_docs, cu_rag = _cu([doc] * 16), _cu(ragged)
-    idx, cnt = _chunks(n_long, chunk, 3, 4)
+    cu_docs, cu_rag = _doc_bounds([doc] * 16), _doc_bounds(ragged)
+    idx, cnt = _chunk_lists(1, 4, n_long, chunk, 3)
     lc_mask = (lambda dev: SlidingWindow(256, 32) & KeyPadding(lc_lens.to(dev)))
     n_s = 128 if cpu else 2048
     return [
