@@ -274,10 +274,8 @@ def split_range(start, end, lo, hi, flo, fhi, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def visible(rows, cols, Lq, kv_len, off, wl, wr, CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr):
-    """Boolean tile: key cols[None, :] visible to query rows[:, None] (rows and cols are per-sequence positions)."""
-    r = rows[:, None]
-    c = cols[None, :]
+def _visible_grid(r, c, Lq, kv_len, off, wl, wr, CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr):
+    """Visibility of key positions ``c`` to query positions ``r`` (broadcastable tiles of per-sequence positions)."""
     ok = (r < Lq) & (c < kv_len) & (c >= 0)
     if CAUSAL:
         ok = ok & (c <= r + off)
@@ -289,15 +287,12 @@ def visible(rows, cols, Lq, kv_len, off, wl, wr, CAUSAL: tl.constexpr, HAS_WL: t
 
 
 @triton.jit
+def visible(rows, cols, Lq, kv_len, off, wl, wr, CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr):
+    """Boolean tile: key cols[None, :] visible to query rows[:, None] (rows and cols are per-sequence positions)."""
+    return _visible_grid(rows[:, None], cols[None, :], Lq, kv_len, off, wl, wr, CAUSAL, HAS_WL, HAS_WR)
+
+
+@triton.jit
 def visible_t(cols, rows, Lq, kv_len, off, wl, wr, CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr):
     """Transposed ``visible``: tile (keys, queries)."""
-    r = rows[None, :]
-    c = cols[:, None]
-    ok = (r < Lq) & (c < kv_len) & (c >= 0)
-    if CAUSAL:
-        ok = ok & (c <= r + off)
-    if HAS_WR:
-        ok = ok & (c <= r + off + wr)
-    if HAS_WL:
-        ok = ok & (c >= r + off - wl)
-    return ok
+    return _visible_grid(rows[None, :], cols[:, None], Lq, kv_len, off, wl, wr, CAUSAL, HAS_WL, HAS_WR)
