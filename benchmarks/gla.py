@@ -38,12 +38,18 @@ def _fla():
         return f"fla-core not importable: {type(e).__name__}"
 
 
-def _bench(fn, device, quick):
+def _bench(fn, device, quick, label=""):
+    """Median ms; the first (compiling, autotuning) call is timed apart and printed to stderr."""
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    print(f"  [{time.strftime('%H:%M:%S')}] first call {label}: {time.perf_counter() - t0:.1f} s", file=sys.stderr,
+          flush=True)
     if device.type == "cuda":
         import triton.testing
 
         return triton.testing.do_bench(fn, warmup=10 if quick else 25, rep=50 if quick else 200)
-    fn()  # warm-up (first-call dispatch / compilation)
     times = []
     for _ in range(2 if quick else 5):
         t0 = time.perf_counter()
@@ -78,18 +84,30 @@ def main(argv=None):
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--quick", action="store_true", help="short timing (and tiny shapes on CPU)")
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    ap.add_argument("--out", default="", help="also write the table (markdown) here, rewritten after every row")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype) if device.type == "cuda" else torch.float32
     rows = QUICK_CPU_ROWS if device.type == "cpu" else ROWS
     fla = _fla() if device.type == "cuda" else "fla-core runs on CUDA only"
-    print(f"# GLA benchmark: torch {torch.__version__}, device {device}"
-          f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, dtype {dtype}")
+    lines = []
+
+    def emit(line):
+        print(line, flush=True)
+        lines.append(line)
+        if args.out:
+            Path(args.out).write_text("\n".join(lines) + "\n")
+
+    import triton
+
+    emit(f"# GLA benchmark {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: torch {torch.__version__}, "
+         f"triton {triton.__version__}, device {device}"
+         f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, dtype {dtype}")
     if isinstance(fla, str):
-        print(f"# peer: {fla}")
-    print("| shape | pass | ours chunk (ms) | ours recurrent (ms) | fla chunk_gla (ms) | fla fused_recurrent_gla (ms) "
-          "| fla chunk / ours chunk |")
-    print("|---|---|---|---|---|---|---|")
+        emit(f"# peer: {fla}")
+    emit("| shape | pass | ours chunk (ms) | ours recurrent (ms) | fla chunk_gla (ms) | fla fused_recurrent_gla (ms) "
+         "| fla chunk / ours chunk |")
+    emit("|---|---|---|---|---|---|---|")
     for b, t, h, kd, vd in rows:
         ours_in = _make(b, t, h, kd, vd, device, dtype, head_first=True)
         fla_in = _make(b, t, h, kd, vd, device, dtype, head_first=False)
@@ -100,7 +118,7 @@ def main(argv=None):
                     return gla(q, k, v, g, initial_state=s0, output_final_state=True, mode=mode)
                 fn = _fwd_bwd(call, ours_in) if pass_ == "fwd+bwd" else (lambda call=call, xs=ours_in: call(*xs))
                 try:
-                    res[f"ours {mode}"] = _bench(fn, device, args.quick)
+                    res[f"ours {mode}"] = _bench(fn, device, args.quick, f"ours {mode} {pass_}")
                 except Exception as e:  # noqa: BLE001 - report and continue
                     res[f"ours {mode}"] = f"error: {type(e).__name__}: {e}"[:80]
             for name, idx in (("fla chunk", 0), ("fla recurrent", 1)):
@@ -112,14 +130,14 @@ def main(argv=None):
                     return f(q, k, v, g, initial_state=s0, output_final_state=True)
                 fn = _fwd_bwd(call, fla_in) if pass_ == "fwd+bwd" else (lambda call=call, xs=fla_in: call(*xs))
                 try:
-                    res[name] = _bench(fn, device, args.quick)
+                    res[name] = _bench(fn, device, args.quick, f"{name} {pass_}")
                 except Exception as e:  # noqa: BLE001
                     res[name] = f"error: {type(e).__name__}: {e}"[:80]
             oc, fc = res["ours chunk"], res["fla chunk"]
             ratio = f"{fc / oc:.2f}x" if isinstance(oc, float) and isinstance(fc, float) else "—"
             cells = [f"{x:.4f}" if isinstance(x, float) else x for x in
                      (res["ours chunk"], res["ours recurrent"], res["fla chunk"], res["fla recurrent"])]
-            print(f"| B{b} T{t} H{h} K{kd} V{vd} | {pass_} | " + " | ".join(cells) + f" | {ratio} |")
+            emit(f"| B{b} T{t} H{h} K{kd} V{vd} | {pass_} | " + " | ".join(cells) + f" | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -29,10 +29,13 @@ from zoo.kernels.nsa import nsa  # noqa: E402
 
 
 def bench(fn, device, reps):
-    """Median wall time in ms (CUDA synchronised)."""
+    """Median wall time in ms (CUDA synchronised). The first (compiling, autotuning) call is timed apart, to stderr."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    t0 = time.perf_counter()
     fn()
     sync()
+    print(f"  [{time.strftime('%H:%M:%S')}] first call {getattr(fn, '__qualname__', fn)}: "
+          f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     ts = []
     for _ in range(reps):
         t0 = time.perf_counter()

@@ -78,7 +78,9 @@ def relative_attention(q_ext, k_ext, v, mask, head_dim: int) -> torch.Tensor:
     """The one place attention is called: (B, H, Nq, Dh+P), (B, H, Nk, Dh+P), (B, H, Nk, Dh) -> (B, H, Nq, Dh).
 
     Scores are scaled by ``1 / sqrt(head_dim)`` (content and position terms alike, as in Transformer-XL).
+    q and k follow v's dtype: under autocast the fp32 biases u, w would otherwise promote bf16 queries to fp32.
     """
+    q_ext, k_ext = q_ext.to(v.dtype), k_ext.to(v.dtype)
     return attention(q_ext, k_ext, v, mask, scale=head_dim ** -0.5, backend=ATTENTION_BACKEND)
 
 

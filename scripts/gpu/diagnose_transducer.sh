@@ -22,7 +22,7 @@ for dtype in (torch.bfloat16, torch.float32):
     for dv in (64, 32):
         q, k = (torch.randn(4, 4, 300, 64, device=dev, dtype=dtype, requires_grad=True) for _ in range(2))
         v = torch.randn(4, 4, 300, dv, device=dev, dtype=dtype, requires_grad=True)
-        mask = SlidingWindow(10, 2) & KeyPadding(torch.tensor([300, 250, 200, 100], device=dev))
+        mask = SlidingWindow(10, 2) & KeyPadding(torch.tensor([300, 250, 200, 100], device=dev, dtype=torch.int32))
         t0 = time.perf_counter()
         attention(q, k, v, mask, backend="triton").float().sum().backward()
         torch.cuda.synchronize()

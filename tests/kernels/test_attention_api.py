@@ -389,6 +389,13 @@ def test_auto_gives_flex_a_budget_of_shapes(monkeypatch):
         # fp32 on CUDA never goes to our IEEE-dot kernels while SDPA can take the case
         for kind in ("none", "causal", "padding", "window", "varlen"):
             assert dispatch.choose_backend(_case(device="cuda", kind=kind, dtype=torch.float32, n=6000)) == "sdpa"
+        # measured full-size rows: varlen at N32768 -> ours; sliding window there -> ours for inference only
+        big = dict(device="cuda", n=32768, d=128, dtype=torch.bfloat16)
+        assert dispatch.case_key(_case(kind="varlen", **big))[-1] == "large"
+        assert dispatch.choose_backend(_case(kind="varlen", varlen=True, grad=True, **big)) == "triton"
+        assert dispatch.choose_backend(_case(kind="window", grad=False, **big)) == "triton"
+        dispatch.reset_flex_shape_budget()
+        assert dispatch.choose_backend(_case(kind="window", grad=True, **big)) == "flex"
     finally:
         dispatch.reset_flex_shape_budget()
         dispatch._choose.cache_clear()

@@ -77,6 +77,18 @@ def test_shapes_loss_and_grad():
         rnnt_loss(torch.zeros(2, 3, 4), tg, t, tl)
 
 
+def test_bf16_autocast_forward_and_backward():
+    """Under autocast the fp32 position biases must not leave q in fp32 while k, v are bf16 (found on the H200)."""
+    m = _model().train()
+    audio, lens = _audio()
+    tg, tl = torch.randint(1, 12, (2, 5)), torch.tensor([5, 3])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(audio, lens, tg, tl)
+    assert torch.isfinite(out["loss"])
+    out["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+
+
 def test_limited_context_and_padding():
     m = _model(audio_left=2, audio_right=1)
     audio, lens = _audio()
