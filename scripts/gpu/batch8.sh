@@ -23,9 +23,9 @@ run transducer_step ${T_STEP:-50} python3 benchmarks/transducer.py --train-step
 run attention_bs64k ${T_ATTN:-100} python3 benchmarks/attention.py --only "block-sparse.*N65536" \
     --out "$O/attention-bs64k.md" --json "$O/attention-bs64k.json"
 run sparse ${T_SPARSE:-300} python3 benchmarks/sparse.py --out "$O/sparse-h200.md"
-run attention_acc_bs ${T_ACC:-90} python3 benchmarks/attention_accuracy.py --only "block-sparse" \
+run attention_acc_bs ${T_ACC:-100} python3 benchmarks/attention_accuracy.py --only "block-sparse" \
     --out "$O/attention-accuracy-bs.md" &
-run sparse_accuracy ${T_SACC:-90} python3 benchmarks/sparse_accuracy.py --out "$O/sparse-accuracy-h200.md" &
+run sparse_accuracy ${T_SACC:-150} python3 benchmarks/sparse_accuracy.py --out "$O/sparse-accuracy-h200.md" &
 wait
 for f in "$O"/*.log; do echo "=== $f"; tail -8 "$f"; done
 cat "$O/summary.txt"
