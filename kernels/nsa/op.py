@@ -15,8 +15,9 @@ import torch.nn.functional as F
 
 from ..attention import BlockSparse, Causal, SlidingWindow, attention
 from .common import NSAConfig, check_nsa_args, compress_blocks, resolve_config, window_bounds
+from .importance import block_prob_sums, block_prob_sums_supported
 
-__all__ = ["nsa", "nsa_select", "compressed_attention", "overlap_matrix"]
+__all__ = ["block_prob_sums_torch", "compressed_attention", "nsa", "nsa_select", "overlap_matrix"]
 
 
 def overlap_matrix(nc: int, ns: int, cfg: NSAConfig, device=None) -> torch.Tensor:
@@ -65,38 +66,64 @@ def compressed_attention(q, kc, vc, cfg: NSAConfig, causal: bool, scale: float, 
 
 
 @torch.no_grad()
+def block_prob_sums_torch(q, kc, lse, cfg: NSAConfig, causal: bool, scale: float, heads_kv: int,
+                          max_work: int = 2 ** 27) -> torch.Tensor:
+    """PyTorch (CPU path and test oracle) of :func:`zoo.kernels.nsa.importance.block_prob_sums`: (B, Hkv, Ns, Nc)
+    fp32 sums over each query block's queries and the group's heads of exp(scale * q . kc - lse) (0 where lse = -inf
+    and, causal, where ``j*d + l - 1 > t``). Score matrices are materialised ``max_work`` elements at a time."""
+    b, hq, t, _ = q.shape
+    g = hq // heads_kv
+    bs = cfg.sel_len
+    ns = math.ceil(t / bs)
+    nc = kc.shape[2]
+    dev = q.device
+    psum = torch.zeros(b, heads_kv, ns, nc, device=dev)
+    if nc == 0:
+        return psum
+    kcr = kc.float().repeat_interleave(g, 1)
+    step = max(1, max_work // max(1, b * hq * bs * nc))
+    jend = torch.arange(nc, device=dev) * cfg.cmp_stride + cfg.cmp_len - 1
+    for n0 in range(0, ns, step):
+        n1 = min(ns, n0 + step)
+        a, e = n0 * bs, min(t, n1 * bs)
+        s = torch.einsum("bhtd,bhjd->bhtj", q[:, :, a:e].float(), kcr) * scale
+        lz = lse[:, :, a:e, None]
+        p = torch.where(torch.isfinite(lz), torch.exp(s - torch.where(torch.isfinite(lz), lz, 0)), 0)
+        if causal:
+            p = p * (jend[None, :] <= torch.arange(a, e, device=dev)[:, None])
+        p = p.view(b, heads_kv, g, e - a, nc).sum(2)
+        psum[:, :, n0:n1] = F.pad(p, (0, 0, 0, (n1 - n0) * bs - (e - a))).view(b, heads_kv, n1 - n0, bs, nc).sum(3)
+    return psum
+
+
+@torch.no_grad()
 def nsa_select(q, kc, lse, cfg: NSAConfig, causal: bool, scale: float, heads_kv: int,
-               max_work: int = 2 ** 27) -> BlockSparse:
+               max_work: int = 2 ** 27, use_kernel: bool | None = None) -> BlockSparse:
     """Top-n selection per (KV group, query block of l' tokens) from the compressed attention probabilities.
 
     Importance of selection block s for query block n = sum over the block's queries, the group's query heads and the
     compression blocks overlapping s of softmax(q . kc) (normalised with the compressed branch's ``lse``). Forced:
     the first ``init_blocks`` blocks and the ``local_blocks`` blocks ending at n; the rest of the budget n goes to the
     highest-importance candidates (causal: blocks before n). Returns ``BlockSparse`` (B, Hkv, Ns, <= sel_count).
+    The probability sums run in a Triton kernel (kernels/nsa/importance.py) when q is on CUDA or
+    TRITON_INTERPRET=1 is set and the shapes allow it (``use_kernel=None``); ``use_kernel=False`` forces PyTorch.
     """
-    b, hq, t, d = q.shape
-    g = hq // heads_kv
+    b, t = q.shape[0], q.shape[2]
     bs = cfg.sel_len
     ns = math.ceil(t / bs)
     nc = kc.shape[2]
     dev = q.device
-    imp = torch.zeros(b, heads_kv, ns, ns, device=dev)
     if nc > 0:
-        ov = overlap_matrix(nc, ns, cfg, dev)
-        kcr = kc.float().repeat_interleave(g, 1)
-        step = max(1, max_work // max(1, b * hq * bs * nc))
-        jend = torch.arange(nc, device=dev) * cfg.cmp_stride + cfg.cmp_len - 1
-        for n0 in range(0, ns, step):
-            n1 = min(ns, n0 + step)
-            a, e = n0 * bs, min(t, n1 * bs)
-            s = torch.einsum("bhtd,bhjd->bhtj", q[:, :, a:e].float(), kcr) * scale
-            lz = lse[:, :, a:e, None]
-            p = torch.where(torch.isfinite(lz), torch.exp(s - torch.where(torch.isfinite(lz), lz, 0)), 0)
-            if causal:
-                p = p * (jend[None, :] <= torch.arange(a, e, device=dev)[:, None])
-            p = p.view(b, heads_kv, g, e - a, nc).sum(2)
-            p = F.pad(p, (0, 0, 0, (n1 - n0) * bs - (e - a))).view(b, heads_kv, n1 - n0, bs, nc).sum(3)
-            imp[:, :, n0:n1] = p @ ov
+        if use_kernel is None:
+            use_kernel = block_prob_sums_supported(q, bs)
+        if use_kernel:
+            psum = block_prob_sums(q, kc, lse, cmp_len=cfg.cmp_len, cmp_stride=cfg.cmp_stride, sel_len=bs,
+                                   causal=causal, scale=scale, heads_kv=heads_kv)
+        else:
+            psum = block_prob_sums_torch(q, kc, lse, cfg, causal, scale, heads_kv, max_work)
+        imp = psum @ overlap_matrix(nc, ns, cfg, dev)
+    else:
+        imp = torch.zeros(b, heads_kv, ns, ns, device=dev)
     n = torch.arange(ns, device=dev)[:, None]
     s = torch.arange(ns, device=dev)[None, :]
     forced = (s < cfg.init_blocks) | ((s <= n) & (s > n - cfg.local_blocks))
