@@ -8,6 +8,10 @@ Routing rule (block granularity; docs/kernels/moc.md has the full statement):
 - A query block's own chunks = every chunk it overlaps (always attended). Candidates: the other non-empty chunks of
   its sequence (with ``causal_routing`` only chunks before the first own chunk); it takes the ``top_k`` by
   ``q_mean . k_mean``. Visible key blocks = key blocks that contain at least one token of a selected/own chunk.
+
+Everything is device-resident and loop-free (no Python loop over sequences, chunks, blocks or tokens). Host work is
+O(C + S) arithmetic on the CPU copies of the boundaries / anchors that the argument check makes anyway; with the
+boundaries (and anchors) given on the host, routing and the calls around attention make no device->host sync.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ..attention import BlockSparse, KeyPadding, attention
+from ..attention import KeyPadding, MaskSpec, attention
 from .common import check_moc_args
 
 __all__ = ["MoCRouting", "moc_attention", "moc_routing", "merge_by_lse"]
@@ -26,7 +30,8 @@ __all__ = ["MoCRouting", "moc_attention", "moc_routing", "merge_by_lse"]
 class MoCRouting(NamedTuple):
     """Result of :func:`moc_routing`. Layout tensors are on q's device; ``None`` fields mean "identity / absent".
 
-    mask: ``BlockSparse`` (& ``KeyPadding``) over the routed layout, block lists (R, Hq, nqb, max_blocks), R = B * S.
+    mask: ``MaskSpec`` of ``BlockSparse`` (& ``KeyPadding``) over the routed layout, block lists (R, Hq, nqb, W),
+    R = B * S, W a host-side upper bound on the list length (unused entries 0; ``block_counts`` exact).
     q_index / k_index / a_index: (S * L,) token ids gathered into the query / routed-key / anchor layouts (N = pad).
     out_index: (N,) flat layout position of every token. lengths_*: (R,) int32 valid lengths per layout row.
     """
@@ -44,121 +49,182 @@ class MoCRouting(NamedTuple):
     lengths_a: torch.Tensor | None
 
 
-def _layout(sel: torch.Tensor, seq: torch.Tensor, sb: torch.Tensor, n: int):
-    """Positions of the tokens flagged in ``sel`` inside their sequence: (pos (N,), lengths (S,), L max)."""
-    c = torch.cumsum(sel.long(), 0)
-    before = torch.cat([torch.zeros(1, dtype=torch.long), c])[sb[:-1]]  # selected tokens before each sequence
-    pos = c - 1 - before[seq]
-    lens = torch.stack([int(sel[sb[i]:sb[i + 1]].sum()) * torch.ones((), dtype=torch.long) for i in range(len(sb) - 1)])
-    return pos, lens, int(lens.max()) if lens.numel() else 0
+def _dense_index(sb: torch.Tensor, slen: torch.Tensor, L: int, n: int) -> torch.Tensor:
+    """(S * L,) token at position p of sequence s in the all-token layout (n = padding)."""
+    p = torch.arange(L, device=sb.device)
+    return torch.where(p < slen[:, None], sb[:-1, None] + p, n).flatten()
 
 
-def _index(sel, seq, pos, L, S, n):
-    idx = torch.full((S * L,), n, dtype=torch.long)
-    tok = torch.nonzero(sel).flatten()
-    idx[seq[tok] * L + pos[tok]] = tok
-    return idx
+def _flag_index(flag, cum, seq, sb, S: int, L: int, n: int) -> torch.Tensor:
+    """(S * L,) the tokens flagged in ``flag`` (N,) laid out per sequence (n = padding), by one scatter.
+
+    cum: (N + 1,) flagged tokens before each position; seq: (N,) sequence of each token."""
+    tok = torch.arange(n, device=flag.device)
+    dst = torch.where(flag, seq * L + cum[:-1] - cum[sb[seq]], S * L)  # unflagged -> dropped slot S * L
+    return torch.full((S * L + 1,), n, dtype=torch.long, device=flag.device).scatter_(0, dst, tok)[:-1]
 
 
-def _block_chunks(chunk_flat: torch.Tensor, lens: torch.Tensor, L: int, bs: int):
-    """First / last chunk id of each block of a layout (S, L) (-1 padded); empty blocks get (0, -1)."""
+def _block_chunks(chunk_flat: torch.Tensor, lens: torch.Tensor, L: int, nb: int, bs: int):
+    """First / last chunk id of each block of a layout (S, L) (-1 padded), (S, nb); empty blocks get (0, -1)."""
     S = lens.numel()
-    nb = math.ceil(L / bs) if L else 0
-    starts = torch.arange(nb) * bs
-    valid = starts[None, :] < lens[:, None]  # (S, nb)
+    starts = torch.arange(nb, device=lens.device) * bs
+    valid = starts[None, :] < lens[:, None]
     ends = torch.minimum(starts[None, :] + bs, lens[:, None]) - 1
-    ch = chunk_flat.view(S, L) if L else chunk_flat.view(S, 0)
-    first = ch.gather(1, starts[None, :].expand(S, nb).clamp(max=max(L - 1, 0))) if nb else ch[:, :0]
-    last = ch.gather(1, ends.clamp(min=0)) if nb else ch[:, :0]
-    first = torch.where(valid, first, torch.zeros_like(first))
-    last = torch.where(valid, last, torch.full_like(last, -1))
-    return first, last, valid
+    ch = chunk_flat.view(S, L)
+    first = ch.gather(1, starts[None, :].expand(S, nb).clamp(max=L - 1))
+    last = ch.gather(1, ends.clamp(min=0))
+    return torch.where(valid, first, 0), torch.where(valid, last, -1), valid
+
+
+def _on_device(host: torch.Tensor, given, dev: torch.device) -> torch.Tensor:
+    """``host`` (a validated CPU copy) on ``dev`` without a host sync: the caller's tensor when it already lives
+    there, otherwise an asynchronous copy from pinned memory (a pageable copy would synchronise the stream)."""
+    if isinstance(given, torch.Tensor) and given.device == dev:
+        return given.detach().to(host.dtype)
+    if dev.type == "cpu":
+        return host
+    if dev.type == "cuda":
+        return host.pin_memory().to(dev, non_blocking=True)
+    return host.to(dev)
+
+
+def _list_width(cb: torch.Tensor, keys_per_chunk: torch.Tensor, top_k: int, bs: int, nkb: int) -> int:
+    """Host-side upper bound on the visited key blocks of one query block (sizes ``block_indices`` without a sync).
+
+    A query block visits the key blocks of at most ``own + top_k`` chunks, ``own`` <= 1 + the most chunk starts in
+    ``bs - 1`` consecutive tokens; a chunk with m keys (consecutive in the key layout) touches <= (m + bs - 2) // bs + 1
+    key blocks. All host arithmetic on the (C + 1,) boundaries."""
+    inner = cb[1:-1]
+    own = 1
+    if inner.numel():
+        own += int((torch.searchsorted(inner, inner + (bs - 2), right=True) - torch.arange(inner.numel())).max())
+    span = torch.where(keys_per_chunk > 0, (keys_per_chunk + bs - 2) // bs + 1, 0)
+    top = span.sort(descending=True).values[: own + top_k]
+    return max(1, min(nkb, int(top.sum())))
 
 
 @torch.no_grad()
 def moc_routing(q, k, chunk_cu_seqlens, *, top_k: int, anchors=None, causal_routing: bool = False,
                 cu_seqlens=None, block_size: int = 64, _checked=None) -> MoCRouting:
-    """The MoC routing of :func:`moc_attention` as a block-sparse mask over the per-sequence layout (no gradient)."""
+    """The MoC routing of :func:`moc_attention` as a block-sparse mask over the per-sequence layout (no gradient).
+
+    Device-resident and loop-free: sizes come from the host copies of the boundaries / anchors made by the argument
+    check (no device sync when those are given on the host; one copy each otherwise); everything that depends on q
+    or k stays on q's device. ``block_indices`` is sized by a host bound (``_list_width``), so its last dimension
+    may exceed the longest list (entries past ``block_counts`` are 0); ``block_counts`` is exact."""
     if _checked is None:
         _checked = check_moc_args(q, k, k, chunk_cu_seqlens, top_k, anchors, cu_seqlens, block_size, causal_routing)
-    cb, sb, anchors = _checked
+    cb, sb, anc = _checked
     dev = q.device
-    b, hq, n, _ = q.shape
+    b, hq, n, d = q.shape
     hkv = k.shape[1]
     bs = block_size
     S, C = sb.numel() - 1, cb.numel() - 1
-    tok = torch.arange(n)
-    seq = torch.searchsorted(sb[1:], tok, right=True)
-    chunk = torch.searchsorted(cb[1:], tok, right=True)
-    chunk_seq = torch.searchsorted(sb[1:], cb[:-1], right=True)  # sequence of each chunk
-    is_key = torch.ones(n, dtype=torch.bool) if anchors is None else ~anchors
-    identity = S == 1 and anchors is None
+    identity = S == 1 and anc is None
 
-    qpos, lq, Lq = _layout(torch.ones(n, dtype=torch.bool), seq, sb, n)
-    kpos, lk, Lk = _layout(is_key, seq, sb, n)
-    q_index = _index(torch.ones(n, dtype=torch.bool), seq, qpos, Lq, S, n)
-    k_index = _index(is_key, seq, kpos, Lk, S, n)
-    chunk_pad = torch.cat([chunk, torch.tensor([-1])])
-    qf, ql, qvalid = _block_chunks(chunk_pad[q_index], lq, Lq, bs)  # (S, nqb)
-    kf, kl, _ = _block_chunks(chunk_pad[k_index], lk, Lk, bs)  # (S, nkb)
-    nqb, nkb = qf.shape[1], kf.shape[1]
+    # Host sizes (CPU copies only).
+    slen = sb[1:] - sb[:-1]
+    if anc is None:
+        lk, la, keys_per_chunk = slen, None, cb[1:] - cb[:-1]
+    else:
+        acum = F.pad(torch.cumsum(anc, 0), (1, 0))
+        la = acum[sb[1:]] - acum[sb[:-1]]
+        lk = slen - la
+        keys_per_chunk = (cb[1:] - cb[:-1]) - (acum[cb[1:]] - acum[cb[:-1]])
+    Lq, Lk = int(slen.max()), int(lk.max())
+    La = int(la.max()) if la is not None else 0
+    nqb, nkb = math.ceil(Lq / bs), math.ceil(Lk / bs)
+    width = _list_width(cb, keys_per_chunk, top_k, bs, nkb)
+    pad_k = bool((lk < Lk).any())
+
+    # Device index arrays.
+    cb_d = _on_device(cb, chunk_cu_seqlens, dev)
+    sb_d = _on_device(sb, cu_seqlens, dev) if cu_seqlens is not None else torch.arange(2, device=dev) * n
+    tok = torch.arange(n, device=dev)
+    chunk = torch.searchsorted(cb_d[1:], tok, right=True)  # (N,) chunk of every token
+    seq = torch.searchsorted(sb_d[1:], tok, right=True) if S > 1 else torch.zeros_like(tok)
+    slen_d = sb_d[1:] - sb_d[:-1]
+    q_index = _dense_index(sb_d, slen_d, Lq, n)  # (S * Lq,)
+    if anc is None:
+        k_index, lk_d, kcount = q_index, slen_d, (cb_d[1:] - cb_d[:-1]).float()
+        kchunk, a_index, la_d = chunk, None, None
+    else:
+        anc_d = _on_device(anc, anchors, dev)
+        kcum = F.pad(torch.cumsum(~anc_d, 0), (1, 0))  # (N + 1,) keys before each token
+        lk_d = kcum[sb_d[1:]] - kcum[sb_d[:-1]]
+        k_index = _flag_index(~anc_d, kcum, seq, sb_d, S, Lk, n)
+        kcount = (kcum[cb_d[1:]] - kcum[cb_d[:-1]]).float()
+        kchunk = torch.where(anc_d, C, chunk)  # anchors go to a dummy chunk C
+        a_index = la_d = None
+        if La > 0:
+            acum_d = F.pad(torch.cumsum(anc_d, 0), (1, 0))
+            a_index = _flag_index(anc_d, acum_d, seq, sb_d, S, La, n)
+            la_d = acum_d[sb_d[1:]] - acum_d[sb_d[:-1]]
+
+    # First / last chunk of every query / key block, (S, nb); empty blocks get (0, -1).
+    chunk_pad = F.pad(chunk, (0, 1), value=-1)
+    qf, ql, qvalid = _block_chunks(chunk_pad[q_index], slen_d, Lq, nqb, bs)
+    kf, kl, _ = _block_chunks(chunk_pad[k_index], lk_d, Lk, nkb, bs)
 
     # Descriptors (fp32): chunk mean keys over routed tokens, query-block mean queries.
-    ktok = torch.nonzero(is_key).flatten().to(dev)
     kf32 = k.detach().float()
-    ksum = torch.zeros(b, hkv, C, k.shape[-1], device=dev).index_add_(2, chunk.to(dev)[ktok], kf32[:, :, ktok])
-    kcount = torch.zeros(C).index_add_(0, chunk[is_key], torch.ones(int(is_key.sum())))
-    kmean = (ksum / kcount.clamp(min=1).to(dev)[:, None]).repeat_interleave(hq // hkv, dim=1)  # (B, Hq, C, D)
-    qf32 = F.pad(q.detach().float(), (0, 0, 0, 1))[:, :, q_index.to(dev)].view(b, hq, S, Lq, -1)
-    qf32 = F.pad(qf32, (0, 0, 0, nqb * bs - Lq)).view(b, hq, S, nqb, bs, -1).sum(4)
-    qcnt = (torch.minimum(torch.arange(nqb)[None] * bs + bs, lq[:, None]) - torch.arange(nqb)[None] * bs).clamp(min=1)
-    qmean = qf32 / qcnt.to(dev)[None, None, :, :, None]
+    ksum = torch.zeros(b, hkv, C + (anc is not None), d, device=dev).index_add_(2, kchunk, kf32)[:, :, :C]
+    kmean = (ksum / kcount.clamp(min=1)[:, None]).repeat_interleave(hq // hkv, dim=1)  # (B, Hq, C, D)
+    if S == 1:
+        qb = F.pad(q.detach(), (0, 0, 0, nqb * bs - n)) if nqb * bs != n else q.detach().contiguous()
+    else:
+        blk = F.pad(q_index.view(S, Lq), (0, nqb * bs - Lq), value=n).flatten()
+        qb = _rows(q.detach(), blk, n)
+    qsum = qb.reshape(b, hq, S, nqb, bs, d).sum(4, dtype=torch.float32)
+    jb = torch.arange(nqb, device=dev) * bs
+    qcnt = (torch.minimum(jb[None] + bs, slen_d[:, None]) - jb[None]).clamp(min=1)
+    qmean = qsum / qcnt[None, None, :, :, None]
     scores = torch.einsum("bhsnd,bhcd->bhsnc", qmean, kmean)  # (B, Hq, S, nqb, C)
 
-    cid = torch.arange(C)
+    cid = torch.arange(C, device=dev)
     own = (cid >= qf[..., None]) & (cid <= ql[..., None]) & qvalid[..., None]  # (S, nqb, C)
-    cand = (chunk_seq[None, None, :] == torch.arange(S)[:, None, None]) & (kcount > 0) & ~own & qvalid[..., None]
+    chunk_seq = torch.searchsorted(sb_d[1:], cb_d[:-1], right=True)
+    cand = (chunk_seq == torch.arange(S, device=dev)[:, None, None]) & (kcount > 0) & ~own & qvalid[..., None]
     if causal_routing:
         cand &= cid < qf[..., None]
-    own, cand = own.to(dev), cand.to(dev)
     sel = own.expand(b, hq, S, nqb, C).clone()
     kk = min(top_k, C)
     if kk > 0:
         val, idx = scores.masked_fill(~cand, float("-inf")).topk(kk, dim=-1)
         sel.scatter_(-1, idx, (val > float("-inf")) | sel.gather(-1, idx))
+    # Key block [kf, kl] is visited iff a selected chunk lies in it: prefix sums over the chunk axis.
     P = F.pad(torch.cumsum(sel.to(torch.int32), -1), (1, 0))  # (B, Hq, S, nqb, C + 1)
     shape = (b, hq, S, nqb, nkb)
-    hi = P.gather(-1, (kl + 1).to(dev)[None, None, :, None, :].expand(shape))
-    lo = P.gather(-1, kf.to(dev)[None, None, :, None, :].expand(shape))
+    hi = P.gather(-1, (kl + 1)[None, None, :, None, :].expand(shape))
+    lo = P.gather(-1, kf[None, None, :, None, :].expand(shape))
     vis = hi > lo
+    del hi, lo
     counts = vis.sum(-1, dtype=torch.int32)
-    mb = max(1, int(counts.max()))
+    # Block lists, ascending: top-`width` of (nkb - block id) over the visited blocks (0 = not visited).
     key = torch.where(vis, nkb - torch.arange(nkb, device=dev, dtype=torch.int32), 0)
-    top = key.topk(mb, dim=-1).values
+    top = key.topk(width, dim=-1).values
     bidx = torch.where(top > 0, nkb - top, 0).to(torch.int32)
-    bidx = bidx.permute(0, 2, 1, 3, 4).reshape(b * S, hq, nqb, mb).contiguous()
+    bidx = bidx.permute(0, 2, 1, 3, 4).reshape(b * S, hq, nqb, width).contiguous()
     counts = counts.permute(0, 2, 1, 3).reshape(b * S, hq, nqb).contiguous()
-    mask = BlockSparse(bidx, counts, bs)
-    lengths_k = lk.repeat(b).to(torch.int32).to(dev)
-    if bool((lk < Lk).any()):
-        mask = mask & KeyPadding(lengths_k)
+    # Valid by construction (distinct, in range, counts <= width): skip BlockSparse's host-side validation (a sync).
+    mask = MaskSpec(block_indices=bidx, block_counts=counts, block_size=bs)
+    lengths_k = lk_d.to(torch.int32).repeat(b)
+    if pad_k:
+        mask = mask & KeyPadding(lengths_k, max_length=Lk)
+    lengths_a = la_d.to(torch.int32).repeat(b) if la_d is not None else None
+    return MoCRouting(mask, None if identity else q_index, None if identity else k_index, a_index,
+                      None if identity else seq * Lq + tok - sb_d[seq], S, Lq, Lk, La, lengths_k, lengths_a)
 
-    a_index = lengths_a = None
-    La = 0
-    if anchors is not None:
-        apos, la, La = _layout(anchors, seq, sb, n)
-        if La > 0:
-            a_index = _index(anchors, seq, apos, La, S, n).to(dev)
-            lengths_a = la.repeat(b).to(torch.int32).to(dev)
-    out_index = None if identity else (seq * Lq + qpos).to(dev)
-    return MoCRouting(mask, None if identity else q_index.to(dev), None if identity else k_index.to(dev), a_index,
-                      out_index, S, Lq, Lk, La, lengths_k, lengths_a)
+
+def _rows(x: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+    """x[:, :, index] with zero rows where index == n, without a padded copy of x (differentiable)."""
+    return x.index_select(2, index.clamp(max=n - 1)).masked_fill_((index == n)[:, None], 0)
 
 
 def _gather(x: torch.Tensor, index: torch.Tensor, S: int, L: int) -> torch.Tensor:
     """(B, H, N, D) -> (B * S, H, L, D) per-sequence layout (zero rows where index == N)."""
-    b, h, _, d = x.shape
-    y = F.pad(x, (0, 0, 0, 1))[:, :, index].view(b, h, S, L, d)
+    b, h, n, d = x.shape
+    y = _rows(x, index, n).view(b, h, S, L, d)
     return y.transpose(1, 2).reshape(b * S, h, L, d)
 
 
@@ -206,7 +272,8 @@ def moc_attention(q, k, v, chunk_cu_seqlens, *, top_k: int, anchors=None, causal
     o, lse = out if need_lse else (out, None)
     if r.a_index is not None:
         ka, va = _gather(k, r.a_index, S, r.len_a), _gather(v, r.a_index, S, r.len_a)
-        o2, l2 = attention(ql, ka, va, KeyPadding(r.lengths_a), scale=scale, backend=backend, return_lse=True)
+        pad_a = KeyPadding(r.lengths_a, max_length=r.len_a)  # max given: no sync
+        o2, l2 = attention(ql, ka, va, pad_a, scale=scale, backend=backend, return_lse=True)
         o, lse = merge_by_lse(o, lse, o2, l2)
     if r.out_index is not None:
         dv = o.shape[-1]
