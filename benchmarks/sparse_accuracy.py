@@ -28,7 +28,7 @@ pooling (an MLP on k would scramble the planted ranking). MoC routes on fp32 mea
 representable) values in op and oracle, so plain random inputs are used.
 
 Reference cost (why the sizes): nsa_reference builds dense (B, Hq, T, T) fp64 masks / scores (2 GiB each at Hq 16,
-T 4096) and loops in Python over (query block, selection block, compression block), ~1M iterations at T 4096; it
+T 4096; GPU rows use T 2048) and loops in Python over (query block, selection block, compression block), ~1M iterations at T 4096; it
 is run on the GPU by making it the default device. moc_reference builds its (B, Hq, N, N) mask token by token in
 Python (~2 s at N 8192, Hq 4; ~4x that at 16384), so N = 8192. gla_reference is a T-step autograd loop (T 4096:
 ~50k kernel launches per call). Each reference runs 4 times per case (oracle + baseline, 2 dtypes).
@@ -191,22 +191,22 @@ def build_cases(quick: bool, cpu: bool, device) -> list[Case]:
                       0.05, 16, 2),
             _gla_case("gla B1 H2 T64 K=V=16 h0 g=logsig/16", 1, 2, 64, 16, 16, 16.0),
         ]
-    t = 2048 if quick else 4096
+    t = 1024 if quick else 2048  # NSA reference: 57 s per dtype at T 4096 on the H200 (Python loops, ~T^2)
     paper = {f: getattr(PRESETS["paper"], f) for f in PRESETS["paper"].__dataclass_fields__}
     video = {f: getattr(PRESETS["videonsa"], f) for f in PRESETS["videonsa"].__dataclass_fields__}
     n_moc = 4096 if quick else 8192
     t_gla = 2048 if quick else 4096
     return [
-        _nsa_case(f"nsa paper causal mean Hq16/Hkv1 T{t} D128", 1, 16, 1, t, 128, paper, True, False, device, 0),
-        _nsa_case(f"nsa paper bidir mlp(v) Hq16/Hkv1 T{t} D128", 1, 16, 1, t, 128, paper, False, True, device, 1),
-        _nsa_case(f"nsa videonsa bidir mean Hq7/Hkv1 T{t} D128", 1, 7, 1, t, 128, video, False, False, device, 2),
-        _nsa_case(f"nsa videonsa causal mlp(v) Hq7/Hkv1 T{t} D64", 1, 7, 1, t, 64, video, True, True, device, 3),
+        _gla_case(f"gla B2 H4 T{t_gla} K=V=128 h0 g=logsig/16", 2, 4, t_gla, 128, 128, 16.0),
+        _gla_case(f"gla B2 H4 T{t_gla} K=V=128 h0 g=logsig (harsh)", 2, 4, t_gla, 128, 128, 1.0),
         _moc_case(f"moc_attention ragged anchors causal-routing top3 Hq4/Hkv2 N{n_moc} D128", 1, 4, 2, n_moc, 128,
                   512, 3, True, 0.02, 64, 4),
         _moc_case(f"moc_attention ragged anchors top3 Hq4/Hkv2 N{n_moc} D64", 1, 4, 2, n_moc, 64, 256, 3, False,
                   0.02, 64, 5),
-        _gla_case(f"gla B2 H4 T{t_gla} K=V=128 h0 g=logsig/16", 2, 4, t_gla, 128, 128, 16.0),
-        _gla_case(f"gla B2 H4 T{t_gla} K=V=128 h0 g=logsig (harsh)", 2, 4, t_gla, 128, 128, 1.0),
+        _nsa_case(f"nsa paper causal mean Hq16/Hkv1 T{t} D128", 1, 16, 1, t, 128, paper, True, False, device, 0),
+        _nsa_case(f"nsa paper bidir mlp(v) Hq16/Hkv1 T{t} D128", 1, 16, 1, t, 128, paper, False, True, device, 1),
+        _nsa_case(f"nsa videonsa bidir mean Hq7/Hkv1 T{t} D128", 1, 7, 1, t, 128, video, False, False, device, 2),
+        _nsa_case(f"nsa videonsa causal mlp(v) Hq7/Hkv1 T{t} D64", 1, 7, 1, t, 64, video, True, True, device, 3),
     ]
 
 

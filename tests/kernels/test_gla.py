@@ -52,11 +52,28 @@ CASES = [
     (torch.bfloat16, 32, 32, 40, True, 1.0),
 ]
 
+# Many chunks (NC >= 5 at the interpreter's BT=32; B = H = 1 to stay fast) with dht given: the per-chunk states and
+# state gradients stored by the sequential passes. K=80 spans two K-blocks of those passes, V=72 two V-blocks.
+MANY_CHUNKS = [
+    (torch.float32, 80, 72, 150, True, 1.0),
+    (torch.bfloat16, 24, 40, 161, True, 4.0),
+    (torch.float32, 16, 16, 170, False, 30.0),  # strong decay across many chunks, no initial state
+]
+
 
 @needs_triton
 @pytest.mark.parametrize("dtype,kd,vd,t,h0,gs", CASES)
 def test_chunk_recurrent_match_reference(dtype, kd, vd, t, h0, gs):
-    b, h = 2, 2
+    _check_chunk_and_recurrent(dtype, kd, vd, t, h0, gs, 2, 2)
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype,kd,vd,t,h0,gs", MANY_CHUNKS)
+def test_chunk_many_chunks_match_reference(dtype, kd, vd, t, h0, gs):
+    _check_chunk_and_recurrent(dtype, kd, vd, t, h0, gs, 1, 1)
+
+
+def _check_chunk_and_recurrent(dtype, kd, vd, t, h0, gs, b, h):
     q, k, v, g, s0 = _inputs(b, h, t, kd, vd, dtype, h0, gs)
     gen = torch.Generator().manual_seed(1)
     do = torch.randn(b, h, t, vd, generator=gen)
