@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import re
 import sys
 import time
@@ -42,7 +43,9 @@ def bench(fn, device, reps):
         fn()
         sync()
         ts.append((time.perf_counter() - t0) * 1e3)
-    return sorted(ts)[len(ts) // 2]
+    med = sorted(ts)[len(ts) // 2]
+    print(f"  median {med:.2f} ms", file=sys.stderr, flush=True)  # in the log even if the row is cut by a limit
+    return med
 
 
 def fwd_bwd(f, ts):
@@ -58,6 +61,14 @@ def safe(fn):
         return f"{fn():.2f}"
     except Exception as e:  # noqa: BLE001 - one failing peer must not stop the table
         return f"n/a ({type(e).__name__}: {str(e).splitlines()[0][:60]})"
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_flex():
+    """Compiled flex_attention, static shapes: a new length recompiles (tens of seconds, a first call) instead of
+    falling back to a dynamic-shape kernel that ran ~15x slower per token at N180000 (H200, 2026-11-29)."""
+    from torch.nn.attention.flex_attention import flex_attention
+    return torch.compile(flex_attention, dynamic=False)
 
 
 def moc_rows(a):
@@ -77,7 +88,7 @@ def moc_rows(a):
             from torch.nn.attention.flex_attention import flex_attention
             r = moc_routing(q, kk, cu, **kw)
             bm = r.mask.block_mask(1, h, h, n, n, dev, block_size=kw["block_size"], compile=dev == "cuda")
-            fn = torch.compile(flex_attention) if dev == "cuda" else flex_attention
+            fn = _compiled_flex() if dev == "cuda" else flex_attention
             if dev == "cpu":  # FlexAttention refuses CPU inputs that require grad
                 return fn(q.detach(), kk.detach(), v.detach(), block_mask=bm)
             return fn(q, kk, v, block_mask=bm)
