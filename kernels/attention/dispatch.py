@@ -36,9 +36,10 @@ _TABLE: dict[tuple[str, str, str, str, str], tuple[str, ...]] = {
     ("cuda", "window", "*", "*", "*"): ("flex", "triton", "sdpa"),
     ("cuda", "varlen", "*", "*", "*"): ("flex", "triton", "sdpa"),
     ("cuda", "blocksparse", "*", "*", "*"): ("triton", "flex", "sdpa"),
-    # fp32 on CUDA: our kernels then use IEEE-exact dots, which Triton builds from FMAs instead of tensor cores:
-    # slow, and the suspected cause of the transducer's fp32 GPU training stalling in its first step (2026-11-29;
-    # scripts/gpu/diagnose_transducer.sh checks it). SDPA's memory-efficient kernel takes fp32 with any boolean mask.
+    # fp32 on CUDA: our kernels then use IEEE-exact dots, which Triton builds from FMAs instead of tensor cores: slow
+    # to run, and at the fast tiles 5-26 s of sm_90 compile per autotune config (benchmarks/triton_compile.py), which
+    # stalled the transducer's fp32 GPU training in its first step (2026-11-29; fp32 now autotunes small tiles only).
+    # SDPA's memory-efficient kernel takes fp32 with any boolean mask.
     ("cuda", "none", "fp32", "*", "*"): ("sdpa", "flex", "triton"),
     ("cuda", "causal", "fp32", "*", "*"): ("sdpa", "flex", "triton"),
     ("cuda", "padding", "fp32", "*", "*"): ("sdpa", "flex", "triton"),

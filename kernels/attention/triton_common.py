@@ -151,6 +151,10 @@ def prune_configs(configs, named_args, kwargs, fast, d256, small):
     d = max(get("BLOCK_D", 64), get("BLOCK_DV", 64))
     if INTERPRET:
         allowed = None
+    elif get("IS_FP32", False):
+        # IEEE fp32 dots are built from FMAs: 5-26 s of sm_90 compile per config at the fast tiles
+        # (benchmarks/triton_compile.py); small tiles only, which also fit fp32's doubled register/shared needs.
+        allowed = small
     elif bs and bs < 64:
         allowed = small
     elif d >= 256:

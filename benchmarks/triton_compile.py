@@ -1,0 +1,204 @@
+"""Compile every Triton kernel of ``zoo.kernels`` for the H200 (sm_90) on a machine without a GPU.
+
+Why: the interpreter (``TRITON_INTERPRET=1``) that CI tests the kernels with never compiles them, so a kernel that
+takes minutes to compile, or asks for more shared memory than the card has, passes every CPU test and only fails on
+the GPU (the first GLA kernels took ~20 s per autotune config and stalled two H200 calls, 2026-11-29).
+
+How: each workload below calls the ops' Python launchers on small CPU tensors with Triton's autotuner patched to
+record its launches (argument values, and the GPU autotune configs after pruning) instead of running them. Every
+recorded (kernel, specialisation, config) is then compiled ahead of time with ``triton.compile`` for
+``GPUTarget("cuda", 90, 32)`` in a fresh cache; ptxas ships with the triton wheel. Printed: compile seconds and
+shared memory per config; exit status 1 when a compile fails, exceeds ``--max-seconds`` or needs more than
+``--max-shared-kb`` (the H200's 227 KB per block by default).
+
+    python benchmarks/triton_compile.py                     # every workload
+    python benchmarks/triton_compile.py --only gla          # regex on workload names
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ["TRITON_INTERPRET"] = "0"  # GPU autotune config lists; must be set before the kernels are imported
+os.environ.setdefault("TRITON_CACHE_DIR", tempfile.mkdtemp(prefix="zoo-triton-aot-"))  # measure real compiles
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+from triton.runtime.autotuner import Autotuner  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
+
+H200 = GPUTarget("cuda", 90, 32)
+H200_SHARED_KB = 227
+_TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.int32: "i32",
+          torch.int64: "i64", torch.bool: "i1"}
+
+
+@dataclass
+class Launch:
+    """One recorded autotuned launch: the JIT function, its argument values and the configs to compile."""
+
+    workload: str
+    fn: object
+    args: dict
+    configs: list
+
+
+@contextmanager
+def record_launches(workload: str, out: list):
+    """Within the block, autotuned kernel launches are appended to ``out`` as :class:`Launch` and not run."""
+    original = Autotuner.run
+
+    def run(self, *args, **kwargs):
+        self.nargs = dict(zip(self.arg_names, args))
+        try:
+            out.append(Launch(workload, self.fn, {**self.nargs, **kwargs}, self.prune_configs(kwargs)))
+        finally:
+            self.nargs = None
+
+    Autotuner.run = run
+    try:
+        yield
+    finally:
+        Autotuner.run = original
+
+
+def signature(fn, values: dict) -> tuple[dict, dict]:
+    """(signature, constexprs) for ``ASTSource`` from argument values: tensors -> pointer types, ints -> i32/i64."""
+    sig, const = {}, {}
+    for i, name in enumerate(fn.arg_names):
+        val = values.get(name, fn.params[i].default)
+        if fn.params[i].is_constexpr or val is None:
+            sig[name], const[name] = "constexpr", val
+        elif isinstance(val, torch.Tensor):
+            sig[name] = "*" + _TYPES[val.dtype]
+        elif isinstance(val, bool):
+            sig[name] = "i1"
+        elif isinstance(val, int):
+            sig[name] = "i32" if -2 ** 31 <= val < 2 ** 31 else "i64"
+        elif isinstance(val, float):
+            sig[name] = "fp32"
+        else:
+            raise TypeError(f"{fn.__name__}: argument {name} has unsupported type {type(val).__name__}")
+    return sig, const
+
+
+def compile_launch(launch: Launch):
+    """Yield (config text, seconds, shared KB, error or None) for every config of ``launch``."""
+    for cfg in launch.configs:
+        sig, const = signature(launch.fn, {**launch.args, **cfg.all_kwargs()})
+        text = " ".join(f"{k}={v}" for k, v in cfg.kwargs.items()) + f" w{cfg.num_warps} s{cfg.num_stages}"
+        t0 = time.perf_counter()
+        try:
+            kernel = triton.compile(ASTSource(fn=launch.fn, signature=sig, constexprs=const), target=H200,
+                                    options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
+            yield text, time.perf_counter() - t0, kernel.metadata.shared / 1024, None
+        except Exception as e:  # noqa: BLE001 - reported as a failing row
+            yield text, time.perf_counter() - t0, float("nan"), f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+
+
+# ---------------------------------------------------------------------------------------------------- workloads
+def _attention(dtype, d, **mask):
+    from zoo.kernels.attention.triton_bwd import attention_bwd
+    from zoo.kernels.attention.triton_fwd import attention_fwd
+
+    b, h, n = 1, 2, 256
+    q, k, v = (torch.randn(b, h, n, d, dtype=dtype) for _ in range(3))
+    o, lse = attention_fwd(q, k, v, scale=d ** -0.5, **mask)
+    attention_bwd(torch.randn_like(o), q, k, v, o, lse, scale=d ** -0.5, **mask)
+
+
+def _blocksparse_mask(n=256, bs=64):
+    nb = n // bs
+    idx = torch.arange(nb, dtype=torch.int32).expand(1, 2, nb, nb).contiguous()
+    cnt = (torch.arange(nb, dtype=torch.int32) + 1).expand(1, 2, nb).contiguous()
+    return dict(causal=True, block_indices=idx, block_counts=cnt, block_size=bs)
+
+
+def _gla(dtype, dim):
+    from zoo.kernels.gla.chunk import gla_chunk_bwd, gla_chunk_fwd
+    from zoo.kernels.gla.recurrent import gla_recurrent_fwd
+
+    q, k, v = (torch.randn(1, 2, 256, dim, dtype=dtype) for _ in range(3))
+    g = torch.nn.functional.logsigmoid(torch.randn(1, 2, 256, dim))
+    s0 = torch.zeros(1, 2, dim, dim)
+    o, ht = gla_chunk_fwd(q, k, v, g, s0)
+    gla_chunk_bwd(torch.randn_like(o), torch.randn_like(ht), q, k, v, g, s0, ht)
+    gla_recurrent_fwd(q, k, v, g, s0)
+
+
+def _nsa_importance(dtype, d):
+    from unittest import mock
+
+    from zoo.kernels.nsa import importance
+
+    q = torch.randn(1, 16, 512, d, dtype=dtype)
+    kc = torch.randn(1, 1, 31, d, dtype=dtype)
+    lse = torch.zeros(1, 16, 512)
+    with mock.patch.object(importance, "block_prob_sums_supported", lambda *a: True):  # CPU tensors, not launched
+        importance.block_prob_sums(q, kc, lse, cmp_len=32, cmp_stride=16, sel_len=64, causal=True, scale=d ** -0.5,
+                                   heads_kv=1)
+
+
+WORKLOADS = {
+    "attention bf16 D128 causal": lambda: _attention(torch.bfloat16, 128, causal=True),
+    "attention bf16 D64 sliding window": lambda: _attention(torch.bfloat16, 64, causal=True, window_left=32),
+    "attention bf16 D128 block-sparse": lambda: _attention(torch.bfloat16, 128, **_blocksparse_mask()),
+    "attention bf16 D256 full": lambda: _attention(torch.bfloat16, 256),
+    "attention fp32 D64 causal": lambda: _attention(torch.float32, 64, causal=True),
+    "gla bf16 K=V=128": lambda: _gla(torch.bfloat16, 128),
+    "gla fp32 K=V=256": lambda: _gla(torch.float32, 256),
+    "nsa importance bf16 D128": lambda: _nsa_importance(torch.bfloat16, 128),
+}
+
+
+def record(only: str | None = None) -> list[Launch]:
+    """Run the selected workloads with launches recorded (no kernel runs); distinct specialisations only."""
+    launches, seen = [], set()
+    for name, work in WORKLOADS.items():
+        if only and not re.search(only, name):
+            continue
+        got: list[Launch] = []
+        with record_launches(name, got), torch.no_grad():
+            work()
+        for launch in got:
+            key = (launch.fn.__name__, tuple(sorted(signature(launch.fn, launch.args)[0].items())),
+                   tuple(sorted((k, str(v)) for k, v in signature(launch.fn, launch.args)[1].items())))
+            if key not in seen:
+                seen.add(key)
+                launches.append(launch)
+    return launches
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default=None, help="regex on workload names")
+    ap.add_argument("--max-seconds", type=float, default=10.0, help="compile-time budget per config (this machine)")
+    ap.add_argument("--max-shared-kb", type=float, default=H200_SHARED_KB)
+    args = ap.parse_args(argv)
+    print(f"# sm_90 AOT compile, triton {triton.__version__}, torch {torch.__version__}, "
+          f"{os.cpu_count()} CPUs, cache {os.environ['TRITON_CACHE_DIR']}")
+    print("| workload | kernel | config | compile s | shared KB | ok |")
+    print("|---|---|---|---|---|---|")
+    failures = 0
+    for launch in record(args.only):
+        for text, secs, shared, err in compile_launch(launch):
+            ok = err is None and secs <= args.max_seconds and shared <= args.max_shared_kb
+            failures += not ok
+            print(f"| {launch.workload} | {launch.fn.__name__} | {text} | {secs:.1f} | {shared:.0f} | "
+                  f"{'yes' if ok else 'NO ' + (err or '')} |", flush=True)
+    print(f"\n{failures} failing config(s)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
