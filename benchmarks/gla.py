@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
 
-from zoo.kernels.gla import gla
+from benchmarks.profile_table import kernel_table  # noqa: E402
+from zoo.kernels.gla import gla  # noqa: E402
 
 ROWS = [  # (B, T, H, K, V)
     (8, 4096, 16, 128, 128),
@@ -85,6 +86,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="short timing (and tiny shapes on CPU)")
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     ap.add_argument("--out", default="", help="also write the table (markdown) here, rewritten after every row")
+    ap.add_argument("--profile", action="store_true", help="also print a kernel-time table of ours chunk (stderr)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype) if device.type == "cuda" else torch.float32
@@ -138,6 +140,11 @@ def main(argv=None):
             cells = [f"{x:.4f}" if isinstance(x, float) else x for x in
                      (res["ours chunk"], res["ours recurrent"], res["fla chunk"], res["fla recurrent"])]
             emit(f"| B{b} T{t} H{h} K{kd} V{vd} | {pass_} | " + " | ".join(cells) + f" | {ratio} |")
+            if args.profile:
+                def chunk(q, k, v, g, s0):
+                    return gla(q, k, v, g, initial_state=s0, output_final_state=True, mode="chunk")
+                fn = _fwd_bwd(chunk, ours_in) if pass_ == "fwd+bwd" else (lambda: chunk(*ours_in))
+                print(f"  profile, ours chunk {pass_}: " + kernel_table(fn, str(device)), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
 
+from benchmarks.profile_table import kernel_table  # noqa: E402
 from zoo.kernels.moc import moc_attention, moc_routing  # noqa: E402
 from zoo.kernels.nsa import nsa  # noqa: E402
 
@@ -102,6 +103,8 @@ def moc_rows(a):
                    safe(lambda: bench(flex, dev, a.reps))]
         row += [safe(lambda: bench(fwd_bwd(ours, (q, kk, v)), dev, a.reps)),
                 safe(lambda: bench(fwd_bwd(flex, (q, kk, v)), dev, a.reps)) if dev == "cuda" else "n/a (cpu)"]
+        if a.profile:
+            print(f"  profile, ours fwd+bwd, {name}: " + kernel_table(fwd_bwd(ours, (q, kk, v)), dev), file=sys.stderr)
         yield row
 
 
@@ -139,6 +142,8 @@ def nsa_rows(a):
         row += [safe(lambda: bench(fwd_bwd(ours, (q, k, v, g)), dev, a.reps)),
                 safe(lambda: bench(fwd_bwd(dense, (q, k, v)), dev, a.reps)),
                 safe(lambda: bench(fwd_bwd(fla, (q, k, v, g)), dev, a.reps))]
+        if a.profile:
+            print(f"  profile, ours fwd+bwd, {name}: " + kernel_table(fwd_bwd(ours, (q, k, v, g)), dev), file=sys.stderr)
         yield row
 
 
@@ -148,6 +153,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true")
     p.add_argument("--only", default="")
     p.add_argument("--out", default="")
+    p.add_argument("--profile", action="store_true", help="also print a kernel-time table of ours per row (stderr)")
     a = p.parse_args(argv)
     if a.device == "cuda" and not torch.cuda.is_available():
         p.error("CUDA is not available; use --device cpu --quick for a smoke test")

@@ -3,7 +3,8 @@
 #   1. gla.py: both rows, forward and forward+backward (fla-core's backward autotuning alone took > 100 s)
 #   2. sparse.py --only nsa: T16384 and T65536 (ours vs cuDNN dense causal vs fla-core parallel_nsa)
 #   3. sparse.py --only moc: re-run with static-shape compiled Flex (fair N180000 peer)
-#   4. sparse_accuracy.py: GLA, MoC, NSA (T 2048) against fp64
+#   4. sparse_accuracy.py: GLA, MoC, NSA (T 2048) against fp64 (the 70 s limit reaches GLA and MoC)
+# --profile prints, per row, the kernel-time table of ours (where the time goes) into the logs.
 # Carry: .whl (fla_core, einops). Logs in $OUT/batch10.tgz.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
@@ -15,10 +16,10 @@ run() {  # name limit command...
   timeout "$limit" "$@" > "$O/$name.log" 2>&1; local rc=$?
   echo "$name rc=$rc $(( $(date +%s) - t0 )) s (limit $limit)" | tee -a "$O/summary.txt"
 }
-run gla ${T_GLA:-230} python3 benchmarks/gla.py --out "$O/gla-h200.md"
-run nsa ${T_NSA:-150} python3 benchmarks/sparse.py --only nsa --out "$O/nsa-h200.md"
-run moc ${T_MOC:-120} python3 benchmarks/sparse.py --only moc --out "$O/moc-h200.md"
+run gla ${T_GLA:-230} python3 benchmarks/gla.py --profile --out "$O/gla-h200.md"
+run nsa ${T_NSA:-150} python3 benchmarks/sparse.py --only nsa --profile --out "$O/nsa-h200.md"
+run moc ${T_MOC:-120} python3 benchmarks/sparse.py --only moc --profile --out "$O/moc-h200.md"
 run sparse_accuracy ${T_SACC:-70} python3 benchmarks/sparse_accuracy.py --out "$O/sparse-accuracy-h200.md"
-for f in "$O"/*.log; do echo "=== $f"; grep -v -i warn "$f" | tail -10; done
+for f in "$O"/*.log; do echo "=== $f"; grep "^|" "$f" | tail -8; done
 cat "$O/summary.txt"
 tar czf "${OUT:-/tmp/out}/batch10.tgz" -C /tmp b10; ls -la "${OUT:-/tmp/out}"
