@@ -75,6 +75,8 @@ def _compiled_flex():
 def moc_rows(a):
     dev, dt = a.device, a.dtype
     sizes = [(2048, 256, 3)] if dev == "cpu" else [(65536, 1024, 3), (65536, 1560, 5), (180000, 1560, 5)]
+    if a.rows:
+        sizes = [x for x in sizes if re.search(a.rows, f"N{x[0]} chunk{x[1]} k{x[2]}")]
     h, d = (2, 32) if dev == "cpu" else (16, 128)
     be = "triton" if dev == "cuda" else "reference"
     for n, chunk, k in sizes:
@@ -111,6 +113,8 @@ def moc_rows(a):
 def nsa_rows(a):
     dev, dt = a.device, a.dtype
     sizes = [512] if dev == "cpu" else [16384, 65536]
+    if a.rows:
+        sizes = [t for t in sizes if re.search(a.rows, f"T{t}")]
     hq, hkv, d = (4, 1, 32) if dev == "cpu" else (64, 4, 128)
     be = "triton" if dev == "cuda" else "reference"
     cfg = dict(config="paper") if dev == "cuda" else dict(cmp_len=32, cmp_stride=16, sel_len=64, sel_count=4, window=64)
@@ -151,7 +155,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--only", default="")
+    p.add_argument("--only", default="", help="regex on the table (moc, nsa)")
+    p.add_argument("--rows", default="", help="regex on row sizes, e.g. 'N180000|T65536'")
     p.add_argument("--out", default="")
     p.add_argument("--profile", action="store_true", help="also print a kernel-time table of ours per row (stderr)")
     a = p.parse_args(argv)
