@@ -6,16 +6,8 @@
 #   4. sparse_accuracy.py: GLA, MoC, NSA (T 2048) against fp64 (the 70 s limit reaches GLA and MoC)
 # --profile prints, per row, the kernel-time table of ours (where the time goes) into the logs.
 # Carry: .whl (fla_core, einops). Logs in $OUT/batch10.tgz.
-set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site PYTHON=python3 PYTHONUNBUFFERED=1 TRITON_CACHE_AUTOTUNING=1
-O=/tmp/b10; mkdir -p "$O"
-run() {  # name limit command...
-  local name=$1 limit=$2; shift 2
-  local t0=$(date +%s)
-  timeout "$limit" "$@" > "$O/$name.log" 2>&1; local rc=$?
-  echo "$name rc=$rc $(( $(date +%s) - t0 )) s (limit $limit)" | tee -a "$O/summary.txt"
-}
+O=/tmp/b10
+source "$(dirname "$0")/batch_common.sh"
 run gla ${T_GLA:-230} python3 benchmarks/gla.py --profile --out "$O/gla-h200.md"
 run nsa ${T_NSA:-150} python3 benchmarks/sparse.py --only nsa --rows T65536 --profile --out "$O/nsa-h200.md"
 run moc ${T_MOC:-120} python3 benchmarks/sparse.py --only moc --rows N180000 --profile --out "$O/moc-h200.md"

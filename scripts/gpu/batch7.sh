@@ -8,18 +8,8 @@
 #   4. sparse.py (MoC vs Flex, NSA vs cuDNN / fla-core) and gla.py (vs fla-core) (issue 4)
 # Carry: .whl (fla_core, einops, jsonargparse...). TRITON_CACHE_AUTOTUNING keeps tuning results for later calls on
 # the same warm machine. Env T_* override the limits (seconds).
-set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site PYTHON=python3 PYTHONUNBUFFERED=1 TRITON_CACHE_AUTOTUNING=1
-O=/tmp/b7; mkdir -p "$O"
-run() {  # name limit command...
-  local name=$1 limit=$2; shift 2
-  local t0=$(date +%s)
-  timeout "$limit" "$@" > "$O/$name.log" 2>&1; local rc=$?
-  echo "$name rc=$rc $(( $(date +%s) - t0 )) s (limit $limit)" | tee -a "$O/summary.txt"
-}
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > "$O/gpu.txt"
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" >> "$O/gpu.txt"
+O=/tmp/b7
+source "$(dirname "$0")/batch_common.sh"
 T_DIAG=${T_DIAG:-60} run diagnose ${T_DIAG:-60} bash scripts/gpu/diagnose_transducer.sh
 run transducer_step ${T_STEP:-60} python3 benchmarks/transducer.py --train-step
 run attention_rest ${T_ATTN:-120} python3 benchmarks/attention.py --only "varlen .*N32768|N65536" \

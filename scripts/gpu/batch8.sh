@@ -5,18 +5,8 @@
 #   2. attention block-sparse N65536 (issue 3)
 #   3. sparse.py: MoC vs Flex at N65536 / N180000, NSA vs cuDNN dense causal / fla-core at T16384 / T65536 (issue 4)
 # Carry: .whl. Env T_* override the limits (seconds).
-set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site PYTHON=python3 PYTHONUNBUFFERED=1 TRITON_CACHE_AUTOTUNING=1
-O=/tmp/b8; mkdir -p "$O"
-run() {  # name limit command...
-  local name=$1 limit=$2; shift 2
-  local t0=$(date +%s)
-  timeout "$limit" "$@" > "$O/$name.log" 2>&1; local rc=$?
-  echo "$name rc=$rc $(( $(date +%s) - t0 )) s (limit $limit)" | tee -a "$O/summary.txt"
-}
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > "$O/gpu.txt"
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" >> "$O/gpu.txt"
+O=/tmp/b8
+source "$(dirname "$0")/batch_common.sh"
 run transducer_step ${T_STEP:-50} python3 benchmarks/transducer.py --train-step
 run attention_bs64k ${T_ATTN:-100} python3 benchmarks/attention.py --only "block-sparse.*N65536" \
     --out "$O/attention-bs64k.md" --json "$O/attention-bs64k.json"
