@@ -107,12 +107,13 @@ def compile_launch(launch: Launch):
 
 
 # ---------------------------------------------------------------------------------------------------- workloads
-def _attention(dtype, d, **mask):
+def _attention(dtype, d, dv=None, **mask):
     from zoo.kernels.attention.triton_bwd import attention_bwd
     from zoo.kernels.attention.triton_fwd import attention_fwd
 
     b, h, n = 1, 2, 256
-    q, k, v = (torch.randn(b, h, n, d, dtype=dtype) for _ in range(3))
+    q, k = (torch.randn(b, h, n, d, dtype=dtype) for _ in range(2))
+    v = torch.randn(b, h, n, dv or d, dtype=dtype)
     o, lse = attention_fwd(q, k, v, scale=d ** -0.5, **mask)
     attention_bwd(torch.randn_like(o), q, k, v, o, lse, scale=d ** -0.5, **mask)
 
@@ -152,6 +153,8 @@ def _nsa_importance(dtype, d):
 WORKLOADS = {
     "attention bf16 D128 causal": lambda: _attention(torch.bfloat16, 128, causal=True),
     "attention bf16 D64 sliding window": lambda: _attention(torch.bfloat16, 64, causal=True, window_left=32),
+    "attention bf16 D64/Dv32 limited context L10/R2 (transducer)": lambda: _attention(
+        torch.bfloat16, 64, 32, window_left=10, window_right=2),
     "attention bf16 D128 block-sparse": lambda: _attention(torch.bfloat16, 128, **_blocksparse_mask()),
     "attention bf16 D256 full": lambda: _attention(torch.bfloat16, 256),
     "attention fp32 D64 causal": lambda: _attention(torch.float32, 64, causal=True),

@@ -74,7 +74,8 @@ def _prune_dq(configs, named_args, **kwargs):
     return prune_configs(configs, named_args, kwargs, _DQ_FAST, _BWD_D256, _BWD_SMALL)
 
 
-_KEY = ["HEAD_DIM", "HEAD_DIM_V", "CAUSAL", "HAS_WL", "HAS_WR", "VARLEN", "SPARSE", "BLOCK_SIZE", "IS_FP32"]
+_KEY = ["HEAD_DIM", "HEAD_DIM_V", "CAUSAL", "HAS_WL", "HAS_WR", "VARLEN", "SPARSE", "BLOCK_SIZE", "IS_FP32",
+        "wl", "wr"]  # window sizes: narrow bands tune over more tiles (prune_configs)
 
 
 @triton.autotune(configs=_bwd_configs(_DKDV_FAST), key=_KEY,

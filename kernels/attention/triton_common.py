@@ -142,8 +142,9 @@ def last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
 
 
 def prune_configs(configs, named_args, kwargs, fast, d256, small):
-    """Autotune candidates for one launch: tiles within the sparse block size, small tiles for head dim 256 or
-    small sparse blocks. ZOO_ATTN_TRITON_SINGLE_CONFIG=1 keeps only the first candidate (quick GPU tests)."""
+    """Autotune candidates for one launch: tiles within the sparse block size, small tiles for head dim 256, small
+    sparse blocks and fp32; small tiles added to the fast ones for bands narrower than 64 keys.
+    ZOO_ATTN_TRITON_SINGLE_CONFIG=1 keeps only the first candidate (quick GPU tests)."""
     def get(name, default):
         return kwargs.get(name, named_args.get(name, default))
 
@@ -161,6 +162,11 @@ def prune_configs(configs, named_args, kwargs, fast, d256, small):
         allowed = d256
     else:
         allowed = fast
+        right = get("wr", -1) if get("HAS_WR", False) else (0 if get("CAUSAL", False) else None)
+        if get("HAS_WL", False) and right is not None and get("wl", -1) + right < 63:
+            # Narrow bands (the transducer's left 10 / right 2): most of a 64-128 wide tile is masked, so let
+            # autotuning also try the small tiles.
+            allowed = fast + small
     out = []
     for c in configs:
         shape = (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)

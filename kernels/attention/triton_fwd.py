@@ -68,7 +68,8 @@ def _prune(configs, named_args, **kwargs):
     return prune_configs(configs, named_args, kwargs, _FWD_FAST, _FWD_D256, _FWD_SMALL)
 
 
-_KEY = ["HEAD_DIM", "HEAD_DIM_V", "CAUSAL", "HAS_WL", "HAS_WR", "VARLEN", "SPARSE", "BLOCK_SIZE", "IS_FP32"]
+_KEY = ["HEAD_DIM", "HEAD_DIM_V", "CAUSAL", "HAS_WL", "HAS_WR", "VARLEN", "SPARSE", "BLOCK_SIZE", "IS_FP32",
+        "wl", "wr"]  # window sizes: narrow bands tune over more tiles (prune_configs)
 
 
 @triton.autotune(configs=_fwd_configs(), key=_KEY, prune_configs_by={"early_config_prune": _prune})
