@@ -21,7 +21,6 @@ reachable from ``attention()`` (triton, sdpa, flex) ordered by measured fwd+bwd 
 from __future__ import annotations
 
 import argparse
-import datetime
 import itertools
 import json
 import math
@@ -36,7 +35,6 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
-
 from zoo.kernels import (
     BlockSparse,
     Causal,
@@ -48,6 +46,8 @@ from zoo.kernels import (
 from zoo.kernels.attention.backends import Case
 from zoo.kernels.attention.dispatch import case_key
 from zoo.kernels.attention.masks import as_spec
+
+from benchmarks.run_header import run_header
 
 I32 = torch.int32
 COLUMNS = ["ours", "sdpa-flash", "sdpa-cudnn", "flex", "auto"]
@@ -310,16 +310,8 @@ def main(argv=None):
     rows = build_rows(args.quick, device)
     if args.only:
         rows = [r for r in rows if re.search(args.only, r.name)]
-    card = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    try:
-        import triton
-
-        tver = triton.__version__
-    except ImportError:
-        tver = "absent"
-    header = (f"attention benchmark, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {card}, "
-              f"torch {torch.__version__}, triton {tver}, dtype {str(dtype).replace('torch.', '')}"
-              f"{', --quick' if args.quick else ''}")
+    header = run_header("attention benchmark", device, f", dtype {str(dtype).replace('torch.', '')}"
+                                                       f"{', --quick' if args.quick else ''}")
     print(header, flush=True)
 
     results = []

@@ -13,7 +13,6 @@ backward) runs in chunks of queries, so N = 64k fits in memory.
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
 import re
 import sys
@@ -25,7 +24,6 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from zoo.kernels import (
     BlockSparse,
     Causal,
@@ -40,6 +38,7 @@ from benchmarks.attention import (  # the speed benchmark's mask builders
     _chunk_lists,
     _doc_bounds,
 )
+from benchmarks.run_header import run_header
 
 I32 = torch.int32
 
@@ -171,15 +170,7 @@ def main(argv=None):
     cases = build_cases(args.quick, cpu)
     if args.only:
         cases = [c for c in cases if re.search(args.only, c.name)]
-    card = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    try:
-        import triton
-
-        tver = triton.__version__
-    except ImportError:
-        tver = "absent"
-    header = (f"attention accuracy vs fp64, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-              f"{card}, torch {torch.__version__}, triton {tver}{', --quick' if args.quick else ''}")
+    header = run_header("attention accuracy vs fp64", device, ", --quick" if args.quick else "")
     print(header, flush=True)
     lines = [f"# {header}", "",
              ("max|x − ref| per tensor (ours / SDPA), ref = fp64 on the same rounded inputs. Pass: ours ≤ 2·SDPA + "

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import math
 import re
 import sys
@@ -53,10 +52,11 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from zoo.kernels.gla import gla, gla_reference  # noqa: E402
 from zoo.kernels.moc import moc_attention, moc_reference  # noqa: E402
 from zoo.kernels.nsa import PRESETS, BlockCompressor, nsa, nsa_reference  # noqa: E402
+
+from benchmarks.run_header import run_header
 
 F64 = torch.float64
 
@@ -260,15 +260,7 @@ def main(argv=None):
     cases = build_cases(args.quick, cpu, device)
     if args.only:
         cases = [c for c in cases if re.search(args.only, c.name)]
-    card = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    try:
-        import triton
-
-        tver = triton.__version__
-    except ImportError:
-        tver = "absent"
-    header = (f"sparse op accuracy vs fp64, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-              f"{card}, torch {torch.__version__}, triton {tver}{', --quick' if args.quick else ''}")
+    header = run_header("sparse op accuracy vs fp64", device, ", --quick" if args.quick else "")
     print(header, flush=True)
     lines = [f"# {header}", "",
              ("max|x − ref| per tensor (ours / base); ref = the op's reference in fp64 on the same rounded inputs, "

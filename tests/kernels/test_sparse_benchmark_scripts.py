@@ -48,3 +48,9 @@ def test_kernel_table_lists_the_ops_of_the_call():
     x = torch.randn(64, 64)
     table = profile_table.kernel_table(lambda: x @ x, "cpu", steps=2, rows=5)
     assert table.startswith("(2 steps)") and "aten::mm" in table
+
+
+def test_run_header_names_card_and_versions():
+    header = _load("run_header").run_header("title", torch.device("cpu"), ", --quick")
+    assert header.startswith("title, ") and " UTC, CPU, torch " in header and ", triton " in header
+    assert header.endswith(", --quick")
