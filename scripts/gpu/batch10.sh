@@ -9,11 +9,11 @@
 # Carry: .whl (fla_core, einops). Logs in $OUT/batch10.tgz.
 O=/tmp/b10
 source "$(dirname "$0")/batch_common.sh"
-run gla ${T_GLA:-200} python3 benchmarks/gla.py --profile --out "$O/gla-h200.md"
-run nsa ${T_NSA:-140} python3 benchmarks/sparse.py --only nsa --rows T65536 --profile --out "$O/nsa-h200.md"
-run moc ${T_MOC:-110} python3 benchmarks/sparse.py --only moc --rows N180000 --profile --out "$O/moc-h200.md"
+run gla ${T_GLA:-180} python3 benchmarks/gla.py --profile --out "$O/gla-h200.md"
+run nsa ${T_NSA:-130} python3 benchmarks/sparse.py --only nsa --rows T65536 --profile --out "$O/nsa-h200.md"
+run moc ${T_MOC:-100} python3 benchmarks/sparse.py --only moc --rows N180000 --profile --out "$O/moc-h200.md"
 run sparse_accuracy ${T_SACC:-60} python3 benchmarks/sparse_accuracy.py --out "$O/sparse-accuracy-h200.md"
-run transducer_step ${T_STEP:-60} python3 benchmarks/transducer.py --train-step
+run transducer_step ${T_STEP:-50} python3 benchmarks/transducer.py --train-step
 for f in "$O"/*.log; do echo "=== $f"; grep "^|" "$f" | tail -8; done
 cat "$O/summary.txt"
-tar czf "${OUT:-/tmp/out}/batch10.tgz" -C /tmp b10; ls -la "${OUT:-/tmp/out}"
+tar czf "${OUT:-/tmp/out}/batch10.tgz" -C /tmp b10; save_compile_cache; ls -la "${OUT:-/tmp/out}"
