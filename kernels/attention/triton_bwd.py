@@ -1,9 +1,17 @@
-"""FlashAttention-2 style Triton backward, deterministic (no atomics).
+"""FlashAttention-2 style Triton backward.
 
 One kernel per query tile computes dq (and delta = rowsum(o * do) in fp32, the usual preprocess, fused in); then one
 kernel per key tile accumulates dk/dv over the query tiles that can see it and over the query heads of its KV group
 (GQA sums need no second pass). Both visit only the tiles the mask reaches; block-sparse lists are transposed on
-the host for the dk/dv kernel.
+the host for the dk/dv kernel. dq, and dk/dv of dense, windowed and varlen masks and of block-sparse masks whose key
+blocks are each selected by at most SEG query blocks, are deterministic (plain stores, no atomics).
+
+Long transposed lists (a key block that most query blocks select, e.g. Native Sparse Attention's block 0) would make
+one dk/dv program walk them all while the rest of the grid idles. So the block-sparse dk/dv grid gets a third
+dimension of list segments of ``SEG = DKDV_SEGMENT_ROWS // block_size`` entries, sized from the number of query blocks
+(no device sync); a key tile whose lists fit one segment is stored plainly, longer ones are summed with fp32
+``tl.atomic_add`` into zeroed buffers (order-dependent rounding). ``torch.use_deterministic_algorithms(True)`` keeps
+the single-program path.
 """
 from __future__ import annotations
 
@@ -17,6 +25,15 @@ from .triton_common import (INTERPRET, check_inputs, head_block, key_bounds, las
                             query_bounds, seq_info, split_range, transpose_block_lists, visible, visible_t)
 
 LOG2E = 1.4426950408889634
+
+# Query rows per dk/dv list segment (per query head): SEG = max(1, DKDV_SEGMENT_ROWS // block_size) list entries,
+# 32 at block 64. Each extra segment costs one more k/v tile load and one fp32 atomic add of the dk/dv tile, about
+# three list entries' worth of memory traffic for one head, against GROUP x SEG entries of work: <= ~10% at GROUP 1,
+# < 1% at GROUP 16, and only on the tiles that split. The longest program walks GROUP x 2048 query rows instead of
+# GROUP x Nq (NSA at T65536, GROUP 16: 512 list entries instead of 16384). Tests patch it to split tiny problems.
+DKDV_SEGMENT_ROWS = 2048
+# ... and at least this many times the mean list length bound (see dkdv_segments); tests set 0.
+DKDV_MEAN_FACTOR = 2
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -76,9 +93,10 @@ def _prune_dq(configs, named_args, **kwargs):
 
 _KEY = ["HEAD_DIM", "HEAD_DIM_V", "CAUSAL", "HAS_WL", "HAS_WR", "VARLEN", "SPARSE", "BLOCK_SIZE", "IS_FP32",
         "wl", "wr"]  # window sizes: narrow bands tune over more tiles (prune_configs)
+_DKDV_KEY = _KEY + ["SPLIT", "SEG"]
 
 
-@triton.autotune(configs=_bwd_configs(_DKDV_FAST), key=_KEY,
+@triton.autotune(configs=_bwd_configs(_DKDV_FAST), key=_DKDV_KEY,
                   prune_configs_by={"early_config_prune": _prune_dkdv})
 @triton.jit
 def _attn_bwd_dkdv_kernel(
@@ -91,8 +109,10 @@ def _attn_bwd_dkdv_kernel(
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, VARLEN: tl.constexpr,
     HAS_SEQLENS_K: tl.constexpr, SPARSE: tl.constexpr, BLOCK_SIZE: tl.constexpr, IS_FP32: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    SPLIT: tl.constexpr, SEG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
+    # SPLIT (block-sparse only): program (key tile, bh, seg) walks entries [seg*SEG, (seg+1)*SEG) of each list; DK/DV
+    # are zeroed fp32 buffers, added to atomically when the tile's longest list needs more than one segment.
     PREC: tl.constexpr = "ieee" if IS_FP32 else "tf32"
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -106,6 +126,14 @@ def _attn_bwd_dkdv_kernel(
     bt = pid_b.to(tl.int64)
     if VARLEN:
         bt = bt * 0
+    if SPLIT:
+        seg0 = tl.program_id(2) * SEG
+        longest = seg0 * 0
+        for g in tl.range(0, GROUP, HB_DIV):  # one visit per distinct list (Hb = Hkv: one; Hb = Hq: GROUP)
+            hb = (hk * GROUP + g).to(tl.int64) // HB_DIV
+            longest = tl.maximum(longest, tl.load(TCNT + bt * stride_cb + hb * stride_ch + n0 // BLOCK_SIZE))
+        if seg0 >= longest:  # nothing to add; the buffers start at zero
+            return
     offs_n = n0 + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
@@ -130,7 +158,13 @@ def _attn_bwd_dkdv_kernel(
             kb = n0 // BLOCK_SIZE
             idx_base = TIDX + bt * stride_ib + hb * stride_ih + kb.to(tl.int64) * stride_ik
             cnt = tl.load(TCNT + bt * stride_cb + hb * stride_ch + kb)
-            for t in tl.range(0, cnt):
+            if SPLIT:
+                t_from = seg0
+                t_to = tl.minimum(cnt, seg0 + SEG)
+            else:
+                t_from = 0
+                t_to = cnt
+            for t in tl.range(t_from, t_to):
                 qb = tl.load(idx_base + t)
                 start = qb * BLOCK_SIZE
                 a, b, c, e = split_range(start, start + BLOCK_SIZE, lo, hi, flo, fhi, BLOCK_M)
@@ -156,10 +190,30 @@ def _attn_bwd_dkdv_kernel(
                                  HEAD_DIM_V, BLOCK_M, True, CAUSAL, HAS_WL, HAS_WR, PREC)
     dk_off = bt * stride_dkb + hk.to(tl.int64) * stride_dkh + k_start.to(tl.int64) * stride_dkn
     dv_off = bt * stride_dvb + hk.to(tl.int64) * stride_dvh + k_start.to(tl.int64) * stride_dvn
-    tl.store(DK + dk_off + offs_n[:, None] * stride_dkn + offs_d[None, :], (dk * scale).to(DK.dtype.element_ty),
-             mask=nmask[:, None] & (offs_d[None, :] < HEAD_DIM))
-    tl.store(DV + dv_off + offs_n[:, None] * stride_dvn + offs_dv[None, :], dv.to(DV.dtype.element_ty),
-             mask=nmask[:, None] & (offs_dv[None, :] < HEAD_DIM_V))
+    if SPLIT:
+        dk_ptrs = DK + dk_off + offs_n[:, None] * stride_dkn + offs_d[None, :]
+        dv_ptrs = DV + dv_off + offs_n[:, None] * stride_dvn + offs_dv[None, :]
+        dk_mask = nmask[:, None] & (offs_d[None, :] < HEAD_DIM)
+        dv_mask = nmask[:, None] & (offs_dv[None, :] < HEAD_DIM_V)
+        if longest > SEG:  # other segments add into this tile too
+            tl.atomic_add(dk_ptrs, dk * scale, mask=dk_mask, sem="relaxed")
+            tl.atomic_add(dv_ptrs, dv, mask=dv_mask, sem="relaxed")
+        else:  # the only program of this tile: deterministic plain store
+            tl.store(dk_ptrs, dk * scale, mask=dk_mask)
+            tl.store(dv_ptrs, dv, mask=dv_mask)
+    else:
+        tl.store(DK + dk_off + offs_n[:, None] * stride_dkn + offs_d[None, :], (dk * scale).to(DK.dtype.element_ty),
+                 mask=nmask[:, None] & (offs_d[None, :] < HEAD_DIM))
+        tl.store(DV + dv_off + offs_n[:, None] * stride_dvn + offs_dv[None, :], dv.to(DV.dtype.element_ty),
+                 mask=nmask[:, None] & (offs_dv[None, :] < HEAD_DIM_V))
+
+
+# The same kernel behind a second autotuner for SPLIT=True: autotuning runs it several times, so its fp32
+# accumulators are zeroed before every timed run (reset_to_zero; triton 3.6 Autotuner.run also zeroes them once more
+# after tuning, before the real launch). The plain launcher above has no reset, so the unsplit path pays no zeroing.
+_attn_bwd_dkdv_split_kernel = triton.autotune(configs=_bwd_configs(_DKDV_FAST), key=_DKDV_KEY,
+                                              prune_configs_by={"early_config_prune": _prune_dkdv},
+                                              reset_to_zero=["DK", "DV"])(_attn_bwd_dkdv_kernel.fn)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -279,6 +333,22 @@ def _attn_bwd_dq_kernel(
 # ---------------------------------------------------------------------------------------------------------------
 # launcher
 # ---------------------------------------------------------------------------------------------------------------
+def dkdv_segments(n_qblocks: int, block_size: int, max_per_query: int = 0, n_kblocks: int = 1) -> tuple[int, int]:
+    """(SEG, NSEG) for the block-sparse dk/dv grid: list entries per segment and segments per key tile.
+
+    ``n_qblocks`` bounds every transposed list's length (known without a device sync); 0 = not block-sparse.
+    ``max_per_query`` (the lists' allocated width) bounds the mean transposed list length by
+    ``n_qblocks * max_per_query / n_kblocks``; SEG is at least DKDV_MEAN_FACTOR (2) times that, so only outlier
+    key blocks (NSA's block 0, a popular MoC chunk) split while typical ones keep one deterministic program. NSEG is
+    1 (no split, plain stores) for dense masks, short lists and under ``torch.use_deterministic_algorithms(True)``."""
+    if n_qblocks <= 0 or torch.are_deterministic_algorithms_enabled():
+        return 1, 1
+    seg = max(1, DKDV_SEGMENT_ROWS // block_size,
+              DKDV_MEAN_FACTOR * triton.cdiv(n_qblocks * max_per_query, max(1, n_kblocks)))
+    nseg = triton.cdiv(n_qblocks, seg)
+    return (seg, nseg) if nseg > 1 else (1, 1)
+
+
 def attention_bwd(do, q, k, v, o, lse, *, scale: float, causal: bool = False, window_left: int = -1,
                   window_right: int = -1, seqlens_k=None, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q: int = 0,
                   max_seqlen_k: int = 0, block_indices=None, block_counts=None, block_size: int = 0):
@@ -314,10 +384,17 @@ def attention_bwd(do, q, k, v, o, lse, *, scale: float, causal: bool = False, wi
     o = last_dim_contiguous(o)
     delta = torch.empty(B, H, Nq, dtype=torch.float32, device=q.device)  # written by the dq kernel
 
+    seg, nseg = dkdv_segments(triton.cdiv(Nq, ma.block_size) if ma.sparse else 0, ma.block_size,
+                              ma.block_indices.shape[-1] if ma.sparse else 0, triton.cdiv(Nk, max(1, ma.block_size)))
+    split = nseg > 1
     alloc = torch.zeros if ma.varlen else torch.empty
     dq = alloc(q.shape, dtype=q.dtype, device=q.device)
-    dk = alloc(k.shape, dtype=k.dtype, device=k.device)
-    dv = alloc(v.shape, dtype=v.dtype, device=v.device)
+    if split:  # fp32 accumulators, cast below
+        dk = torch.zeros(k.shape, dtype=torch.float32, device=k.device)
+        dv = torch.zeros(v.shape, dtype=torch.float32, device=v.device)
+    else:
+        dk = alloc(k.shape, dtype=k.dtype, device=k.device)
+        dv = alloc(v.shape, dtype=v.dtype, device=v.device)
     dev = q.device
     dummy = torch.zeros(1, dtype=torch.int32, device=dev)
     if ma.varlen:
@@ -326,7 +403,7 @@ def attention_bwd(do, q, k, v, o, lse, *, scale: float, causal: bool = False, wi
     else:
         n_seq, max_q, max_k = B, Nq, Nk
     if n_seq == 0:
-        return dq, dk, dv
+        return dq, dk.to(k.dtype), dv.to(v.dtype)
     if ma.sparse:
         bidx, bcnt = ma.block_indices, ma.block_counts
         hb_div = H // bidx.shape[1]
@@ -354,8 +431,10 @@ def attention_bwd(do, q, k, v, o, lse, *, scale: float, causal: bool = False, wi
             dq.stride(0), dq.stride(1), dq.stride(2), o.stride(0), o.stride(1), o.stride(2), *sb,
             H, H // Hkv, hb_div, Nq, Nk, scale * LOG2E, scale, ma.window_left, ma.window_right, **meta)
     if max_k > 0:
-        _attn_bwd_dkdv_kernel[lambda m: (triton.cdiv(max_k, m["BLOCK_N"]), n_seq * Hkv)](
+        kernel = _attn_bwd_dkdv_split_kernel if split else _attn_bwd_dkdv_kernel
+        kernel[lambda m: (triton.cdiv(max_k, m["BLOCK_N"]), n_seq * Hkv, nseg)](
             q, k, v, do, lse, delta, dk, dv, cu_q, cu_k, sk, tidx, tcnt, *common_strides,
             dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2), *st,
-            Hkv, H // Hkv, hb_div, Nq, Nk, scale * LOG2E, scale, ma.window_left, ma.window_right, **meta)
-    return dq, dk, dv
+            Hkv, H // Hkv, hb_div, Nq, Nk, scale * LOG2E, scale, ma.window_left, ma.window_right, **meta,
+            SPLIT=split, SEG=seg)
+    return dq, dk.to(k.dtype), dv.to(v.dtype)

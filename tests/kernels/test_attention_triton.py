@@ -273,3 +273,105 @@ def test_every_alignment_offset(r):
     run_case(1, 1, 1, 70 - r, 64, 16, 16, torch.float32, dict(window_left=20 + r, window_right=(3 * r) % 16 + 12))
     run_case(1, 1, 1, 70 - r, 64, 16, 16, torch.float32, dict(window_left=25, window_right=14))
     run_case(1, 1, 1, 40, 40 + r, 16, 16, torch.float32, dict(causal=True, window_left=33 + (5 * r) % 16))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# block-sparse dk/dv: long transposed lists split across programs (fp32 atomics)
+# ---------------------------------------------------------------------------------------------------------------
+def _skewed_lists(B, Hb, Nq, Nk, bs, seed):
+    """Every query block lists key block 0 (one very long transposed list) plus up to two random others."""
+    gen = torch.Generator().manual_seed(seed)
+    nqb, nkb = -(-Nq // bs), -(-Nk // bs)
+    idx = torch.full((B, Hb, nqb, 3), -1, dtype=torch.int32)
+    cnt = torch.zeros(B, Hb, nqb, dtype=torch.int32)
+    for b in range(B):
+        for h in range(Hb):
+            for qb in range(nqb):
+                extra = torch.randperm(nkb - 1, generator=gen)[:int(torch.randint(0, 3, (1,), generator=gen))] + 1
+                sel = torch.cat([torch.zeros(1, dtype=torch.long), extra]).sort().values
+                idx[b, h, qb, :len(sel)] = sel.to(torch.int32)
+                cnt[b, h, qb] = len(sel)
+    return dict(block_size=bs, block_indices=idx, block_counts=cnt)
+
+
+def _spy_dkdv(monkeypatch):
+    """Record (launcher, grid with 16-wide tiles) of every dk/dv launch."""
+    calls = []
+    for name in ("_attn_bwd_dkdv_kernel", "_attn_bwd_dkdv_split_kernel"):
+        kernel = getattr(triton_bwd, name)
+
+        def run(*args, _name=name, _run=kernel.run, **kwargs):
+            calls.append((_name, kwargs["grid"]({"BLOCK_M": 16, "BLOCK_N": 16})))
+            return _run(*args, **kwargs)
+
+        monkeypatch.setattr(kernel, "run", run)
+    return calls
+
+
+_GPU_ONLY = [pytest.mark.gpu, pytest.mark.skipif(_CPU, reason="needs CUDA")]
+# (B, H, Hkv, Hb, N, D, block_size, dtype, causal): Hb = Hkv shares one list per KV group, Hb = Hq one per query head.
+# On a GPU, autotuning runs the split kernel several times: wrong results there mean a missing reset_to_zero.
+_SPLIT_CASES = [
+    pytest.param(2, 4, 2, 2, 75, 32, 16, torch.float32, False, id="hb=hkv_gqa2"),
+    pytest.param(1, 4, 2, 4, 75, 32, 16, torch.float32, True, id="hb=hq_gqa2_causal"),
+    pytest.param(1, 4, 1, 1, 64, 32, 16, torch.float16, False, id="hb=hkv_gqa4_fp16"),
+    pytest.param(1, 8, 2, 2, 1000, 128, 64, torch.bfloat16, True, id="gpu_bs64_d128_bf16", marks=_GPU_ONLY),
+]
+_SPLIT_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+
+
+@pytest.mark.parametrize("B, H, Hkv, Hb, N, D, bs, dtype, causal", _SPLIT_CASES)
+def test_dkdv_split_long_lists(B, H, Hkv, Hb, N, D, bs, dtype, causal, monkeypatch):
+    """SEG = 2 entries: key block 0 (in every list) is split over several programs that add atomically, short lists
+    keep one program with a plain store; equals the oracle and the unsplit path."""
+    mask_kw = dict(causal=causal, **_skewed_lists(B, Hb, N, N, bs, seed=Hb))
+    calls = _spy_dkdv(monkeypatch)
+    monkeypatch.setattr(triton_bwd, "DKDV_SEGMENT_ROWS", 2 * bs)
+    monkeypatch.setattr(triton_bwd, "DKDV_MEAN_FACTOR", 0)
+    nqb = -(-N // bs)
+    nseg = -(-nqb // 2)
+    assert triton_bwd.dkdv_segments(nqb, bs) == (2, nseg) and nseg > 1
+    run_case(B, H, Hkv, N, N, D, D, dtype, mask_kw, seed=3)
+    assert calls == [("_attn_bwd_dkdv_split_kernel", (-(-N // 16), B * Hkv, nseg))]
+    # the unsplit path on the same inputs
+    gen = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(B, h, N, D, generator=gen).to(dtype).to(DEV) for h in (H, Hkv, Hkv))
+    do = torch.randn(B, H, N, D, generator=gen).to(dtype).to(DEV)
+    kw = {key: (val.to(DEV) if isinstance(val, torch.Tensor) else val) for key, val in mask_kw.items()}
+    o, lse = attention_fwd(q, k, v, scale=0.2, **kw)
+    split = attention_bwd(do, q, k, v, o, lse, scale=0.2, **kw)
+    monkeypatch.setattr(triton_bwd, "DKDV_SEGMENT_ROWS", 2048)
+    whole = attention_bwd(do, q, k, v, o, lse, scale=0.2, **kw)
+    assert [c[1][2] for c in calls[1:]] == [nseg, 1]
+    for name, a, b in zip(("dq", "dk", "dv"), split, whole):
+        assert a.dtype == b.dtype == dtype
+        torch.testing.assert_close(a, b, rtol=_SPLIT_TOL[dtype], atol=_SPLIT_TOL[dtype], msg=name)
+
+
+def test_dkdv_split_off_in_deterministic_mode(monkeypatch):
+    """torch.use_deterministic_algorithms(True): one program per key tile, plain stores, whatever the list length."""
+    calls = _spy_dkdv(monkeypatch)
+    monkeypatch.setattr(triton_bwd, "DKDV_SEGMENT_ROWS", 16)
+    monkeypatch.setattr(triton_bwd, "DKDV_MEAN_FACTOR", 0)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        assert triton_bwd.dkdv_segments(5, 16) == (1, 1)
+        run_case(1, 2, 1, 70, 70, 32, 32, torch.float32, _skewed_lists(1, 1, 70, 70, 16, seed=9))
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+    assert calls == [("_attn_bwd_dkdv_kernel", (5, 1, 1))]
+    assert triton_bwd.dkdv_segments(5, 16) == (1, 5)
+
+
+def test_dkdv_segment_sizes():
+    """SEG = 2048 query rows per segment by default; lists of at most one segment, or no lists, do not split."""
+    assert triton_bwd.DKDV_SEGMENT_ROWS == 2048
+    assert triton_bwd.dkdv_segments(1024, 64) == (32, 32)  # NSA at T65536, blocks of 64
+    assert triton_bwd.dkdv_segments(32, 64) == (1, 1)
+    assert triton_bwd.dkdv_segments(33, 64) == (32, 2)
+    assert triton_bwd.dkdv_segments(64, 4096) == (1, 64)
+    assert triton_bwd.dkdv_segments(0, 0) == (1, 1)
+    # the mean list length bound (lists of width 45 over 512 key blocks, MoC-like) raises SEG: 2 * 45 = 90
+    assert triton_bwd.dkdv_segments(512, 128, 45, 512) == (90, 6)
+    assert triton_bwd.dkdv_segments(1024, 64, 16, 1024) == (32, 32)  # NSA: the row rule already gives 32
