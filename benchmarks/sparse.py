@@ -4,12 +4,15 @@
     python benchmarks/sparse.py --only moc --quick      # subset (regex on the row name), shorter timing
     python benchmarks/sparse.py --out docs/benchmarks/sparse-h200.md
     python benchmarks/sparse.py --device cpu --quick    # smoke test without a GPU (tiny shapes, timings meaningless)
+    python benchmarks/sparse.py --only nsa --breakdown  # + per-stage forward times of ours (CUDA events)
 
 MoC rows time end to end: ours = routing (``moc_routing``) + block-sparse Triton attention (``moc_attention``);
 flex = the same routing + ``BlockMask`` construction from it (``create_block_mask``, compiled) + compiled
 ``flex_attention`` on the same layout. NSA rows: ours = ``nsa(backend="triton")`` (mean compression, three branches,
 gates) vs SDPA cuDNN dense causal (K/V repeated to Hq) and fla-core ``parallel_nsa`` (cmp + slc, when importable and
-its head ratio allows: Hq/Hkv a power of two >= 16).
+its head ratio allows: Hq/Hkv a power of two >= 16). ``--breakdown``: per NSA row, the median time of each stage of
+one forward (``zoo.kernels.nsa.op.record_stages``: CUDA events around the stages ``nsa`` itself runs; wall time on
+CPU), their sum and the end-to-end forward time, as a second table.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a so
 from benchmarks.profile_table import kernel_table  # noqa: E402
 from zoo.kernels.moc import moc_attention, moc_routing  # noqa: E402
 from zoo.kernels.nsa import nsa  # noqa: E402
+from zoo.kernels.nsa.op import record_stages  # noqa: E402
 
 
 def bench(fn, device, reps):
@@ -148,7 +152,35 @@ def nsa_rows(a):
                 safe(lambda: bench(fwd_bwd(fla, (q, k, v, g)), dev, a.reps))]
         if a.profile:
             print(f"  profile, ours fwd+bwd, {name}: " + kernel_table(fwd_bwd(ours, (q, k, v, g)), dev), file=sys.stderr)
+        if a.breakdown:
+            try:
+                with torch.no_grad():
+                    a.extra += breakdown_rows(name, ours, dev, a.reps)
+            except Exception as e:  # noqa: BLE001 - the timing table still gets written
+                a.extra.append(f"| {name} | n/a ({type(e).__name__}: {str(e).splitlines()[0][:80]}) | | |")
         yield row
+
+
+def breakdown_rows(name, fn, device, reps):
+    """Table rows ``| name | stage | ms | % of sum |``: median per stage over ``reps`` forward calls (``fn`` is warm:
+    the row timed it first), then the sum of the stages and the end-to-end forward (wall clock, synchronised)."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    per, total = {}, []
+    for _ in range(reps):
+        with record_stages(device) as rec:
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            total.append((time.perf_counter() - t0) * 1e3)
+        for stage, ms in rec.times_ms().items():
+            per.setdefault(stage, []).append(ms)
+    med = {stage: sorted(v)[len(v) // 2] for stage, v in per.items()}
+    s = sum(med.values())
+    rows = [f"| {name} | {stage} | {ms:.3f} | {100 * ms / s:.1f} |" for stage, ms in med.items()]
+    rows += [f"| {name} | sum of stages | {s:.3f} | 100.0 |",
+             f"| {name} | end to end (wall) | {sorted(total)[len(total) // 2]:.3f} | |"]
+    print(f"  breakdown {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in med.items()), file=sys.stderr, flush=True)
+    return rows
 
 
 def main(argv=None):
@@ -159,11 +191,14 @@ def main(argv=None):
     p.add_argument("--rows", default="", help="regex on row sizes, e.g. 'N180000|T65536'")
     p.add_argument("--out", default="")
     p.add_argument("--profile", action="store_true", help="also print a kernel-time table of ours per row (stderr)")
+    p.add_argument("--breakdown", action="store_true",
+                   help="NSA rows: also time each stage of one forward of ours (CUDA events), as a second table")
     a = p.parse_args(argv)
     if a.device == "cuda" and not torch.cuda.is_available():
         p.error("CUDA is not available; use --device cpu --quick for a smoke test")
     a.dtype = torch.bfloat16 if a.device == "cuda" else torch.float32
     a.reps = 3 if a.quick else 10
+    a.extra = []  # breakdown rows, printed after the tables
     lines = [f"# sparse attention benchmark, {datetime.date.today()}, "
              f"{torch.cuda.get_device_name() if a.device == 'cuda' else 'cpu'}, torch {torch.__version__}", ""]
     tables = [("moc", ["row", "routing ms", "ours fwd ms", "flex fwd ms (routing+mask+attn)", "ours fwd+bwd ms",
@@ -179,6 +214,9 @@ def main(argv=None):
             lines.append("| " + " | ".join(row) + " |")
             print(lines[-1], flush=True)
         lines.append("")
+    if a.extra:
+        lines += ["| nsa row | stage (forward) | ms | % of sum |", "|---|---|---|---|", *a.extra, ""]
+        print("\n".join(lines[-len(a.extra) - 3:]), flush=True)
     if a.out:
         Path(a.out).write_text("\n".join(lines) + "\n")
 

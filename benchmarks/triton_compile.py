@@ -107,11 +107,11 @@ def compile_launch(launch: Launch):
 
 
 # ---------------------------------------------------------------------------------------------------- workloads
-def _attention(dtype, d, dv=None, **mask):
+def _attention(dtype, d, dv=None, n=256, **mask):
     from zoo.kernels.attention.triton_bwd import attention_bwd
     from zoo.kernels.attention.triton_fwd import attention_fwd
 
-    b, h, n = 1, 2, 256
+    b, h = 1, 2
     q, k = (torch.randn(b, h, n, d, dtype=dtype) for _ in range(2))
     v = torch.randn(b, h, n, dv or d, dtype=dtype)
     o, lse = attention_fwd(q, k, v, scale=d ** -0.5, **mask)
@@ -122,6 +122,16 @@ def _blocksparse_mask(n=256, bs=64):
     nb = n // bs
     idx = torch.arange(nb, dtype=torch.int32).expand(1, 2, nb, nb).contiguous()
     cnt = (torch.arange(nb, dtype=torch.int32) + 1).expand(1, 2, nb).contiguous()
+    return dict(causal=True, block_indices=idx, block_counts=cnt, block_size=bs)
+
+
+def _nsa_like_mask(n=4096, bs=64):
+    """Block 0 and the own block for every query block: key block 0's transposed list holds every query block, so
+    the dk/dv kernel takes its split (fp32 atomic) specialisation (n / bs = 64 query blocks > one 32-entry segment)."""
+    nb = n // bs
+    own = torch.arange(nb, dtype=torch.int32)
+    idx = torch.stack([torch.zeros_like(own), own], -1).expand(1, 2, nb, 2).contiguous()
+    cnt = (1 + (own > 0).to(torch.int32)).expand(1, 2, nb).contiguous()
     return dict(causal=True, block_indices=idx, block_counts=cnt, block_size=bs)
 
 
@@ -137,17 +147,29 @@ def _gla(dtype, dim):
     gla_recurrent_fwd(q, k, v, g, s0)
 
 
-def _nsa_importance(dtype, d):
+def _nsa_importance(dtype, d, causal=True, cmp_len=32, cmp_stride=16, sel_len=64):
     from unittest import mock
 
     from zoo.kernels.nsa import importance
 
     q = torch.randn(1, 16, 512, d, dtype=dtype)
-    kc = torch.randn(1, 1, 31, d, dtype=dtype)
+    kc = torch.randn(1, 1, (512 - cmp_len) // cmp_stride + 1, d, dtype=dtype)
     lse = torch.zeros(1, 16, 512)
-    with mock.patch.object(importance, "block_prob_sums_supported", lambda *a: True):  # CPU tensors, not launched
-        importance.block_prob_sums(q, kc, lse, cmp_len=32, cmp_stride=16, sel_len=64, causal=True, scale=d ** -0.5,
-                                   heads_kv=1)
+    with mock.patch.object(importance, "block_importance_supported", lambda *a: True):  # CPU tensors, not launched
+        importance.block_importance(q, kc, lse, cmp_len=cmp_len, cmp_stride=cmp_stride, sel_len=sel_len,
+                                    causal=causal, scale=d ** -0.5, heads_kv=1)
+
+
+def _nsa_gates(dtype, dv):
+    from zoo.kernels.nsa import op
+
+    b, h, t, st = 1, 4, 64, 16
+    gates = torch.rand(1, t, h, 3, dtype=dtype).transpose(1, 2)
+    slc, win, full = (torch.randn(b, h, t, dv, dtype=dtype) for _ in range(3))
+    parts = [torch.randn(15, b * h, t // st, dv, dtype=dtype).view(15, b, h, t // st, dv).permute(1, 2, 3, 0, 4),
+             torch.randn(b, h, t // st, 1, dv, dtype=dtype)]
+    op._gate_combine_triton(gates, slc, win, st, [(0, 15), (15, 16)], parts)  # residue layout (causal)
+    op._gate_combine_triton(gates, slc, win, 0, None, [full])  # full layout (bidirectional)
 
 
 WORKLOADS = {
@@ -156,11 +178,19 @@ WORKLOADS = {
     "attention bf16 D64/Dv32 limited context L10/R2 (transducer)": lambda: _attention(
         torch.bfloat16, 64, 32, window_left=10, window_right=2),
     "attention bf16 D128 block-sparse": lambda: _attention(torch.bfloat16, 128, **_blocksparse_mask()),
+    "attention bf16 D128 block-sparse long lists (split dk/dv)": lambda: _attention(
+        torch.bfloat16, 128, n=4096, **_nsa_like_mask()),
     "attention bf16 D256 full": lambda: _attention(torch.bfloat16, 256),
     "attention fp32 D64 causal": lambda: _attention(torch.float32, 64, causal=True),
     "gla bf16 K=V=128": lambda: _gla(torch.bfloat16, 128),
     "gla fp32 K=V=256": lambda: _gla(torch.float32, 256),
     "nsa importance bf16 D128": lambda: _nsa_importance(torch.bfloat16, 128),
+    # other tile / prune paths of the same kernel (names kept out of the CI test's "nsa importance" pattern)
+    "nsa (other paths) importance bf16 D128 videonsa bidirectional": lambda: _nsa_importance(
+        torch.bfloat16, 128, causal=False, cmp_len=64, cmp_stride=64, sel_len=64),
+    "nsa (other paths) importance fp16 D256": lambda: _nsa_importance(torch.float16, 256),
+    "nsa (other paths) importance fp32 D64": lambda: _nsa_importance(torch.float32, 64),
+    "nsa gate combine bf16 Dv128": lambda: _nsa_gates(torch.bfloat16, 128),
 }
 
 

@@ -229,17 +229,7 @@ class BlockSparse(Mask):
     block_size: int
 
     def __post_init__(self):
-        bi = _check_int_tensor("block_indices", self.block_indices, 4)
-        bc = _check_int_tensor("block_counts", self.block_counts, 3)
-        bs = self.block_size
-        if isinstance(bs, bool) or not isinstance(bs, int) or bs <= 0:
-            raise ValueError(f"block_size must be a positive int, got {bs!r}")
-        if bi.shape[:3] != bc.shape:
-            raise ValueError(
-                f"block_counts must have shape block_indices.shape[:3] = {tuple(bi.shape[:3])}, got {tuple(bc.shape)}"
-            )
-        if bi.device != bc.device:
-            raise ValueError(f"block_indices ({bi.device}) and block_counts ({bc.device}) must be on one device")
+        bi, bc = self._check_layout(self.block_indices, self.block_counts, self.block_size)
         if _tracing() or bc.numel() == 0:
             return
         cnt = bc.detach().to("cpu", torch.int64)
@@ -258,6 +248,40 @@ class BlockSparse(Mask):
             dup = (s[..., 1:] == s[..., :-1]) & (s[..., 1:] >= 0)
             if bool(dup.any()):
                 raise ValueError("block_indices must not repeat a key block within one query block's list")
+
+    @staticmethod
+    def _check_layout(bi, bc, bs):
+        """Dtype / shape / device checks (host metadata only, no device sync)."""
+        bi = _check_int_tensor("block_indices", bi, 4)
+        bc = _check_int_tensor("block_counts", bc, 3)
+        if isinstance(bs, bool) or not isinstance(bs, int) or bs <= 0:
+            raise ValueError(f"block_size must be a positive int, got {bs!r}")
+        if bi.shape[:3] != bc.shape:
+            raise ValueError(
+                f"block_counts must have shape block_indices.shape[:3] = {tuple(bi.shape[:3])}, got {tuple(bc.shape)}"
+            )
+        if bi.device != bc.device:
+            raise ValueError(f"block_indices ({bi.device}) and block_counts ({bc.device}) must be on one device")
+        return bi, bc
+
+    @classmethod
+    def trusted(cls, block_indices: torch.Tensor, block_counts: torch.Tensor, block_size: int,
+                max_index: int = -1) -> BlockSparse:
+        """``BlockSparse`` for lists built by the caller and valid by construction (e.g. NSA's top-n selection):
+        only the dtype / shape / device checks run; the value checks (counts in range, indices >= 0 and distinct),
+        which copy the lists to the host and so wait for the GPU, are skipped. ``max_index``: an upper bound of the
+        used block ids known on the host (checked against the key length when attention is called), -1 = unknown.
+        Invalid lists are not caught: they give wrong attention or out-of-bounds reads in the kernels."""
+        cls._check_layout(block_indices, block_counts, block_size)
+        if isinstance(max_index, bool) or not isinstance(max_index, int) or max_index < -1:
+            raise ValueError(f"max_index must be an int >= -1, got {max_index!r}")
+        obj = object.__new__(cls)
+        object.__setattr__(obj, "block_indices", block_indices)
+        object.__setattr__(obj, "block_counts", block_counts)
+        object.__setattr__(obj, "block_size", block_size)
+        if max_index >= 0:
+            object.__setattr__(obj, "_max_index", max_index)
+        return obj
 
     def to_spec(self) -> MaskSpec:
         return MaskSpec(

@@ -1,6 +1,7 @@
 """Mask value objects: semantics against a brute-force reading of the contract, composition, producers, validation."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -240,6 +241,36 @@ def test_errors_block_sparse():
         attention(torch.randn(1, 8, 12, 8), torch.randn(1, 4, 12, 8), torch.randn(1, 4, 12, 8), m)
     with pytest.raises(ValueError, match="BlockSparse & BlockSparse"):
         m & m
+
+
+def test_block_sparse_trusted_same_spec_without_value_checks():
+    """BlockSparse.trusted (lists valid by construction, e.g. NSA's selection) gives the MaskSpec the checked
+    constructor gives, skips only the value checks (host copies of the lists: a device sync) and keeps the
+    dtype / shape / block-size checks and the call-time bound check."""
+    idx = torch.tensor([[[[0, 2], [1, 0], [2, 1]]]], dtype=I32)  # (1, 1, 3, 2)
+    cnt = torch.tensor([[[1, 2, 2]]], dtype=I32)
+    checked, trusted = BlockSparse(idx, cnt, 4).to_spec(), BlockSparse.trusted(idx, cnt, 4, max_index=2).to_spec()
+    for f in dataclasses.fields(MaskSpec):
+        a, b = getattr(checked, f.name), getattr(trusted, f.name)
+        assert (a is b) if isinstance(a, torch.Tensor) else a == b, f.name
+    assert BlockSparse.trusted(idx, cnt, 4).to_spec()._max_block_index == -1  # unknown unless given
+    q = torch.randn(1, 1, 12, 8)
+    torch.testing.assert_close(attention(q, q, q, BlockSparse.trusted(idx, cnt, 4, max_index=2) & Causal()),
+                               attention(q, q, q, BlockSparse(idx, cnt, 4) & Causal()))
+    BlockSparse.trusted(idx, cnt + 5, 4)  # out-of-range counts: not looked at
+    BlockSparse.trusted(idx.to("meta"), cnt.to("meta"), 4)  # nothing read from the device
+    with pytest.raises(NotImplementedError):
+        BlockSparse(idx.to("meta"), cnt.to("meta"), 4)
+    with pytest.raises(TypeError, match="block_indices must have dtype torch.int32"):
+        BlockSparse.trusted(idx.long(), cnt, 4)
+    with pytest.raises(ValueError, match="block_counts must have shape"):
+        BlockSparse.trusted(idx, cnt[:, :, :1], 4)
+    with pytest.raises(ValueError, match="block_size must be a positive int"):
+        BlockSparse.trusted(idx, cnt, 0)
+    with pytest.raises(ValueError, match="max_index must be an int >= -1"):
+        BlockSparse.trusted(idx, cnt, 4, max_index=-2)
+    with pytest.raises(ValueError, match=r"block_indices must be < ceil\(Nk / block_size\) = 2"):
+        attention(q, q[:, :, :8], q[:, :, :8], BlockSparse.trusted(idx, cnt, 4, max_index=2))
 
 
 def test_as_spec_rejects_other_objects():

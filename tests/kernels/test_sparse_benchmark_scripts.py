@@ -35,10 +35,17 @@ def test_gla_benchmark_cpu_with_profile(tmp_path, capsys):
 
 def test_sparse_benchmark_cpu_rows_filter(tmp_path, capsys):
     out = tmp_path / "sparse.md"
-    _load("sparse").main(["--device", "cpu", "--quick", "--rows", "N2048|T512", "--profile", "--out", str(out)])
+    _load("sparse").main(["--device", "cpu", "--quick", "--rows", "N2048|T512", "--profile", "--breakdown",
+                          "--out", str(out)])
     text = out.read_text()
-    assert len(_rows(text, "moc N2048")) == 1 and len(_rows(text, "nsa T512")) == 1
+    nsa_rows = [[c.strip() for c in r.split("|")[1:-1]] for r in _rows(text, "nsa T512")]
+    assert len(_rows(text, "moc N2048")) == 1 and len(nsa_rows[0]) == 7  # one timing row, then the breakdown
     assert "profile, ours fwd+bwd, nsa T512" in capsys.readouterr().err
+    # --breakdown: one row per stage of nsa's forward (the stages nsa itself runs), their sum and end to end
+    from zoo.kernels.nsa.op import STAGES
+    stages = {r[1]: r for r in nsa_rows[1:]}
+    assert list(stages) == [*STAGES, "sum of stages", "end to end (wall)"]
+    assert all(float(r[2]) >= 0 for r in stages.values()) and float(stages["sum of stages"][2]) > 0
     _load("sparse").main(["--device", "cpu", "--quick", "--only", "nsa", "--rows", "T99", "--out", str(out)])
     assert not _rows(out.read_text(), "nsa T")  # no size matches: the table has no rows
 
