@@ -135,12 +135,14 @@ def _nsa_like_mask(n=4096, bs=64):
     return dict(causal=True, block_indices=idx, block_counts=cnt, block_size=bs)
 
 
-def _gla(dtype, dim):
+def _gla(dtype, dim, t=256):
+    """Every GLA kernel: the fast- and slow-chunk kernels are both launched on every call (each skips the chunks of
+    the other kind on the device), the recurrent kernel, and the autotune configs left after clamping to K, V."""
     from zoo.kernels.gla.chunk import gla_chunk_bwd, gla_chunk_fwd
     from zoo.kernels.gla.recurrent import gla_recurrent_fwd
 
-    q, k, v = (torch.randn(1, 2, 256, dim, dtype=dtype) for _ in range(3))
-    g = torch.nn.functional.logsigmoid(torch.randn(1, 2, 256, dim))
+    q, k, v = (torch.randn(1, 2, t, dim, dtype=dtype) for _ in range(3))
+    g = torch.nn.functional.logsigmoid(torch.randn(1, 2, t, dim))
     s0 = torch.zeros(1, 2, dim, dim)
     o, ht = gla_chunk_fwd(q, k, v, g, s0)
     gla_chunk_bwd(torch.randn_like(o), torch.randn_like(ht), q, k, v, g, s0, ht)
@@ -184,6 +186,7 @@ WORKLOADS = {
     "attention fp32 D64 causal": lambda: _attention(torch.float32, 64, causal=True),
     "gla bf16 K=V=128": lambda: _gla(torch.bfloat16, 128),
     "gla fp32 K=V=256": lambda: _gla(torch.float32, 256),
+    "gla fp16 K=V=64 ragged T": lambda: _gla(torch.float16, 64, t=200),
     "nsa importance bf16 D128": lambda: _nsa_importance(torch.bfloat16, 128),
     # other tile / prune paths of the same kernel (names kept out of the CI test's "nsa importance" pattern)
     "nsa (other paths) importance bf16 D128 videonsa bidirectional": lambda: _nsa_importance(

@@ -5,21 +5,38 @@ Per chunk n of BT steps (b = within-chunk cumulative log gate, S_n the state ent
     o_t     = scale * [(q_t * exp(b_t)) S_n + sum_{s<=t in chunk} (q_t . (k_s * exp(b_t - b_s))) v_s]
     S_{n+1} = exp(b_last) * S_n + sum_s (k_s * exp(b_last - b_s))^T v_s
 
-Only the state recurrence is sequential (grid K-blocks x V-blocks x B*H, one (BK, BT) x (BT, BV) update per chunk);
-everything else runs over all chunks at once.
-  forward:  _state_fwd_kernel stores S_n for every chunk (fp32, (B*H, NC, K, V)) and the final state;
-            _intra_a_kernel (grid sub-chunks x NC x B*H) the intra-chunk scores A[t, s] (s <= t, fp32, (B*H, TP, BT));
-            _fwd_o_kernel (grid V-blocks x NC x B*H)  o = (scale * q * exp(b)) S_n + A v.
-  backward: S_n and A recomputed; _state_bwd_kernel walks the chunks in reverse storing dS_{n+1} (gradient of the
-            state leaving chunk n, seeded with dht) and the initial-state gradient; _bwd_inter_kernel the inter-chunk
-            dq, dk and dA = scale * do v^T; _bwd_dv_kernel dv = A^T do + (k * exp(b_last - b)) dS_{n+1};
-            _bwd_dqdk_kernel adds the intra-chunk dq, dk; dg follows in closed form (see :func:`gla_chunk_bwd`).
+The kernels keep b in log2 units (b = log2(e) * cumsum(g)): every gate factor is one ``exp2``. Grids in brackets; only
+the two state passes are sequential, everything else runs over all chunks at once.
 
-Inside a chunk the BT rows are cut into sub-chunks of BC: the off-diagonal sub-chunk pairs (i > j) are matmuls with the
-gates re-based to the boundary gn = b[end of sub-chunk j], so both factors exp(b_t - gn) and exp(gn - b_s) are <= 1;
-the diagonal BC x BC blocks are formed column by column with exp(b_t - b_s) taken only where s <= t (in the backward
-dq and dk share each column's factors). Nothing overflows for any gate value. Every loop is a runtime loop (no static
-unrolling): each kernel compiles in about a second for sm_90.
+  _cumsum_kernel [NC, B*H]: b (fp32 (B*H, NC*BT, K), gates past T read as 0), per chunk and column the pivot
+      r = (max_t b + min_t b) / 2, and per chunk a flag "fast": max |b - r| <= FAST_LIMIT (48, log2 units).
+  _state_fwd_kernel [K-blk, V-blk, B*H]: S_n for every chunk, stored in the matmul dtype (bf16 / fp16; fp32 for fp32
+      inputs: every consumer casts to that dtype before its dot anyway) and the final state (fp32).
+      _state_bwd_kernel: the reverse pass, dS_{n+1} (gradient of the state leaving chunk n, seeded with dht; matmul
+      dtype) and the initial-state gradient (fp32).
+
+Fast chunks (all of them unless some gate channel decays by more than 2^-96, ~66 nats of log gate, within one chunk):
+the intra-chunk scores are one (BT, BT) matmul A = scale (q 2^(b-r)) (k 2^(r-b))^T, causal-masked afterwards. Both
+factors lie within 2^+-48, so every causal product is finite and normal in fp32 (entries above the diagonal may
+overflow; they are discarded). The operands stay fp32 (a tf32 matmul on the GPU, as the slow path's pair matmuls).
+  _fwd_o_kernel [V-blk, NC, B*H]: A over K slices, o = A v + (scale q 2^b) S_n; A never leaves the registers.
+  _bwd_dv_kernel [V-blk, NC, B*H]: A as above, dv = A^T do + (k 2^(b_last - b)) dS_{n+1}.
+  _bwd_dqdk_kernel [K-blk, NC, B*H]: dA = scale do v^T (causal) and the inter parts do S_n^T, v dS_{n+1}^T over
+      V-blocks; dq = scale 2^b (do S_n^T) + 2^(b-r) (dA (k 2^(r-b))),
+      dk = 2^(b_last-b) (v dS_{n+1}^T) + 2^(r-b) (dA^T (q 2^(b-r))), and dg in its chunk-local form
+      dg_r = sum_{t>=r in chunk} (q_t dq_t - k_t dk_t) + sum_V(S_{n+1} dS_{n+1}): the reverse sum with
+      tl.cumsum(reverse=True), the boundary term as 2^b_last sum_V(S_n dS_{n+1}) + sum_s k_s dk_s^inter (S_{n+1}
+      expanded: no extra state tile is read).
+
+Slow chunks: the fast kernels return at once; _fwd_o_slow_kernel, _bwd_dv_slow_kernel and _bwd_dqdk_slow_kernel (grids
+over groups of SLOW_GROUP chunks, one vector load of the flags when all are fast) cut the chunk into sub-chunks of BC
+rows: off-diagonal sub-chunk pairs (i > j) are matmuls with the gates re-based to gn = b[last row of j] (both factors
+2^(b_t - gn), 2^(gn - b_s) <= 1); the diagonal (BC, BC) blocks are a 3-D broadcast (BC, BC, BKD) over K slices with
+2^(b_t - b_s) taken only where s <= t (exponent -inf elsewhere) summed over K, so there is no serial per-column loop.
+The slow dq/dk/dg kernel walks the sub-chunks from the last, carrying the column sums for dg, and reads S_{n+1} (the
+final state for the last chunk) for the boundary term. Nothing overflows for any gate value on either path.
+
+Every loop is a runtime loop (no static unrolling); each kernel compiles in about a second for sm_90.
 """
 from __future__ import annotations
 
@@ -31,6 +48,12 @@ import triton.language as tl
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 MAX_DIM = 256
+LOG2E = tl.constexpr(1.4426950408889634)
+# Fast-path bound on |b - r| in log2 units: factors within 2^+-48 keep every product of a causal pair finite in fp32
+# (tf32 shares its exponent range) and far from subnormals. Read at call time; tests lower it to force the slow path.
+FAST_LIMIT = 48.0
+# Chunks per program of the slow-chunk kernels: when every chunk is fast their grids are short (one flag load each).
+SLOW_GROUP = 8
 
 __all__ = ["chunk_sizes", "gla_chunk_bwd", "gla_chunk_fwd"]
 
@@ -40,28 +63,72 @@ def chunk_sizes() -> tuple[int, int]:
     return (32, 16) if INTERPRET else (64, 16)
 
 
-def _configs():
-    if INTERPRET:
-        return [triton.Config({}, num_warps=4, num_stages=1)]
-    # Chunk-parallel kernels: short runtime loops, little to pipeline.
-    return [triton.Config({}, num_warps=w, num_stages=1) for w in (4, 8)]
+def _one_config():
+    # Streaming cumsum and the slow-chunk kernels (data-dependent work: autotuning on whatever the first call holds
+    # would be noise).
+    return [triton.Config({}, num_warps=4, num_stages=1)]
 
 
 def _state_configs():
+    """The sequential state passes: V-blocks of 64 or 32 (twice the programs, i.e. twice the independent chains in
+    flight, for the same DRAM traffic), and 2-3 stages to prefetch the next chunks' k / v / gates (sm_90: <= 132 KB
+    shared at fp32 K=V=256)."""
     if INTERPRET:
-        return [triton.Config({}, num_warps=4, num_stages=1)]
-    # The sequential state passes: prefetch the next chunks' k / v / gates (sm_90 AOT: <= 132 KB shared, fp32 inputs).
-    return [triton.Config({}, num_warps=4, num_stages=s) for s in (2, 3)]
+        return [triton.Config({"BV": 32}, num_warps=4, num_stages=1)]
+    return [triton.Config({"BV": bv}, num_warps=4, num_stages=st) for bv, st in ((64, 2), (64, 3), (32, 2))]
 
 
+def _clamp_bv(configs, named_args, **kwargs):
+    pv = max(16, triton.next_power_of_2(kwargs["V"]))
+    out, seen = [], set()
+    for c in configs:
+        bv = min(c.kwargs["BV"], pv)
+        if (bv, c.num_stages) not in seen:
+            seen.add((bv, c.num_stages))
+            out.append(triton.Config({"BV": bv}, num_warps=c.num_warps, num_stages=c.num_stages))
+    return out
+
+
+def _tile_configs(spec):
+    """Autotune configs over (BK, BV, num_warps, maxnreg) of the chunk-parallel kernels; one small config under the
+    interpreter (several K slices / V-blocks even at test sizes). maxnreg=128 lets two 8-warp programs share an SM
+    (ptxas: no or a few bytes of spill at bf16 K=V=128)."""
+    if INTERPRET:
+        return [triton.Config({"BK": 32, "BV": 64}, num_warps=4, num_stages=1)]
+    return [triton.Config({"BK": bk, "BV": bv}, num_warps=w, num_stages=1, maxnreg=r) for bk, bv, w, r in spec]
+
+
+def _clamp_tiles(configs, named_args, **kwargs):
+    """Shrink BK / BV to the (power-of-two) problem size and drop the duplicates that leaves."""
+    pk = max(16, triton.next_power_of_2(kwargs["K"]))
+    pv = max(16, triton.next_power_of_2(kwargs["V"]))
+    out, seen = [], set()
+    for c in configs:
+        kw = {"BK": min(c.kwargs["BK"], pk), "BV": min(c.kwargs["BV"], pv)}
+        key = (kw["BK"], kw["BV"], c.num_warps, c.maxnreg)
+        if key not in seen:
+            seen.add(key)
+            out.append(triton.Config(kw, num_warps=c.num_warps, num_stages=c.num_stages, maxnreg=c.maxnreg))
+    return out
+
+
+# Output / dv kernels: BV = 128 forms A once per chunk for V <= 128 (the 64 x 128 fp32 accumulator wants 8 warps);
+# BV = 64 halves the accumulator for 4 warps (A formed once per V-block).
+_OUT_TILES = _tile_configs([(64, 128, 8, 128), (32, 128, 8, None), (32, 64, 4, 128)])
+# dq / dk / dg kernel: K-blocks of BK (dA = do v^T is formed once per K-block), V in blocks of BV. BK = 32: two
+# programs per SM; BK = 64: one (234 registers) but half the dA work and do / v reads.
+_DQK_TILES = _tile_configs([(32, 64, 8, 128), (64, 64, 8, None)])
+_TILE_PRUNE = {"early_config_prune": _clamp_tiles}
+_BV_PRUNE = {"early_config_prune": _clamp_bv}
 _KEY = ["K", "V", "BT", "BK", "BV"]
 
 
 def _blocks(kd: int, vd: int) -> tuple[int, int, int]:
-    """(BK, BV, BKS): full-K block of the chunk kernels, V-block, K-block of the state passes."""
+    """(BK, BVO, BKD) of the state passes and the slow-chunk kernels: K slice / K-block (<= 64), V-block of the slow
+    output / dv kernels and of the slow dq/dk V loop (<= 128), K slice of the 3-D diagonal blocks and column block of
+    the slow dq/dk kernel (<= 32). The fast kernels and the state passes autotune their other tiles."""
     bk = max(16, triton.next_power_of_2(kd))
-    bv = max(16, min(64, triton.next_power_of_2(vd)))
-    return bk, bv, min(64, bk)
+    return min(64, bk), min(128, max(16, triton.next_power_of_2(vd))), min(32, bk)
 
 
 @triton.jit
@@ -75,12 +142,41 @@ def _row(ptr, r, cols, T, ncol, NCOL: tl.constexpr):
     return tl.load(ptr + r * ncol + cols, mask=(cols < NCOL) & (r < T), other=0.0).to(tl.float32)
 
 
-@triton.autotune(configs=_state_configs(), key=_KEY)
+@triton.jit
+def _kv(ptr, ok, ov, K: tl.constexpr, V: tl.constexpr):
+    """(BK, BV) tile of a (K, V) state, in its stored dtype."""
+    return tl.load(ptr + ok[:, None] * V + ov[None, :], mask=(ok[:, None] < K) & (ov[None, :] < V), other=0.0)
+
+
+@triton.autotune(configs=_one_config(), key=["K", "BT", "BK"])
+@triton.jit
+def _cumsum_kernel(g, bcum, piv, fast, lim, T, TP, NC, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr):
+    """Chunk n of one batch*head: b = log2(e) * within-chunk cumsum of g (rows past T read as 0), the pivot
+    r = (max_t b + min_t b) / 2 per column and fast = max |b - r| <= lim."""
+    n = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    r_n = n * BT + tl.arange(0, BT)
+    g += bh * T * K
+    bcum += bh * TP * K
+    piv += (bh * NC + n) * K
+    half = tl.zeros([BK], dtype=tl.float32)
+    for ik in tl.range(0, tl.cdiv(K, BK)):
+        ok = ik * BK + tl.arange(0, BK)
+        b = tl.cumsum(_rows(g, r_n, ok, T, K, K) * LOG2E, axis=0)
+        tl.store(bcum + r_n[:, None] * K + ok[None, :], b, mask=ok[None, :] < K)
+        hi = tl.max(b, axis=0)
+        lo = tl.min(b, axis=0)
+        tl.store(piv + ok, 0.5 * (hi + lo), mask=ok < K)
+        half = tl.maximum(half, 0.5 * (hi - lo))
+    tl.store(fast + bh * NC + n, (tl.max(half, axis=0) <= lim).to(tl.int32))
+
+
+@triton.autotune(configs=_state_configs(), key=["K", "V", "BT", "BK"], prune_configs_by=_BV_PRUNE)
 @triton.jit
 def _state_fwd_kernel(k, v, bcum, h0, h, ht, T, TP, NC,
                       K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                       HAS_H0: tl.constexpr, UPCAST: tl.constexpr):
-    """h[bh, n] = S_n (state entering chunk n), ht = S_NC, for one (K-block, V-block, batch*head)."""
+    """h[bh, n] = S_n (state entering chunk n, h's dtype), ht = S_NC (fp32), for one (K-block, V-block, batch*head)."""
     ik = tl.program_id(0)
     iv = tl.program_id(1)
     bh = tl.program_id(2).to(tl.int64)
@@ -98,23 +194,24 @@ def _state_fwd_kernel(k, v, bcum, h0, h, ht, T, TP, NC,
     if HAS_H0:
         s = tl.load(h0 + bh * K * V + off, mask=ms, other=0.0).to(tl.float32)
     for n in tl.range(0, NC):
-        tl.store(h + off, s, mask=ms)
+        tl.store(h + off, s.to(h.dtype.element_ty), mask=ms)
         h += K * V
         r_n = n * BT + ot
         b_n = _rows(bcum, r_n, ok, TP, K, K)
         b_last = _row(bcum, n * BT + BT - 1, ok, TP, K, K)
-        k_n = (_rows(k, r_n, ok, T, K, K) * tl.exp(b_last[None, :] - b_n)).to(DT)
+        k_n = (_rows(k, r_n, ok, T, K, K) * tl.exp2(b_last[None, :] - b_n)).to(DT)
         v_n = _rows(v, r_n, ov, T, V, V).to(DT)
-        s = s * tl.exp(b_last)[:, None] + tl.dot(tl.trans(k_n), v_n, out_dtype=tl.float32)
+        s = s * tl.exp2(b_last)[:, None] + tl.dot(tl.trans(k_n), v_n, out_dtype=tl.float32)
     tl.store(ht + bh * K * V + off, s, mask=ms)
 
 
-@triton.autotune(configs=_state_configs(), key=_KEY)
+@triton.autotune(configs=_state_configs(), key=["K", "V", "BT", "BK"], prune_configs_by=_BV_PRUNE)
 @triton.jit
 def _state_bwd_kernel(q, do, bcum, dht, dh, dh0, scale, T, TP, NC,
                       K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                       HAS_DHT: tl.constexpr, UPCAST: tl.constexpr):
-    """dh[bh, n] = gradient of S_{n+1} (state leaving chunk n; dht for the last), dh0 = gradient of S_0."""
+    """dh[bh, n] = gradient of S_{n+1} (state leaving chunk n; dht for the last; dh's dtype), dh0 = gradient of S_0
+    (fp32)."""
     ik = tl.program_id(0)
     iv = tl.program_id(1)
     bh = tl.program_id(2).to(tl.int64)
@@ -133,129 +230,118 @@ def _state_bwd_kernel(q, do, bcum, dht, dh, dh0, scale, T, TP, NC,
         ds = tl.load(dht + bh * K * V + off, mask=ms, other=0.0).to(tl.float32)
     for nn in tl.range(0, NC):
         t0 = (NC - 1 - nn) * BT
-        tl.store(dh + off, ds, mask=ms)
+        tl.store(dh + off, ds.to(dh.dtype.element_ty), mask=ms)
         dh -= K * V
         r_n = t0 + ot
         b_n = _rows(bcum, r_n, ok, TP, K, K)
         b_last = _row(bcum, t0 + BT - 1, ok, TP, K, K)
-        q_n = (_rows(q, r_n, ok, T, K, K) * scale * tl.exp(b_n)).to(DT)
+        q_n = (_rows(q, r_n, ok, T, K, K) * scale * tl.exp2(b_n)).to(DT)
         do_n = _rows(do, r_n, ov, T, V, V).to(DT)
-        ds = ds * tl.exp(b_last)[:, None] + tl.dot(tl.trans(q_n), do_n, out_dtype=tl.float32)
+        ds = ds * tl.exp2(b_last)[:, None] + tl.dot(tl.trans(q_n), do_n, out_dtype=tl.float32)
     tl.store(dh0 + bh * K * V + off, ds, mask=ms)
 
 
-@triton.autotune(configs=_configs(), key=["K", "BT", "BK"])
+# ------------------------------------------------------------------------------------------------ fast chunks
+@triton.autotune(configs=_OUT_TILES, key=["K", "V", "BT"], prune_configs_by=_TILE_PRUNE)
 @triton.jit
-def _intra_a_kernel(q, k, bcum, A, scale, T, TP,
-                    K: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, UPCAST: tl.constexpr):
-    """A[t, s] = scale * q_t . (k_s * exp(b_t - b_s)) for s <= t in the chunk, rows of sub-chunk i (grid NS, NC, B*H).
-    A is (B*H, TP, BT) fp32; only the causal (s <= t) part is written."""
-    i = tl.program_id(0)
-    n = tl.program_id(1)
-    bh = tl.program_id(2).to(tl.int64)
-    DT = tl.float32 if UPCAST else q.dtype.element_ty
-    ok = tl.arange(0, BK)
-    oc = tl.arange(0, BC)
-    q += bh * T * K
-    k += bh * T * K
-    bcum += bh * TP * K
-    A += bh * TP * BT
-    t0 = n * BT
-    r_i = t0 + i * BC + oc
-    q_i = _rows(q, r_i, ok, T, K, K) * scale
-    b_i = _rows(bcum, r_i, ok, TP, K, K)
-    for j in tl.range(0, i):
-        r_j = t0 + j * BC + oc
-        k_j = _rows(k, r_j, ok, T, K, K)
-        b_j = _rows(bcum, r_j, ok, TP, K, K)
-        gn = _row(bcum, t0 + j * BC + BC - 1, ok, TP, K, K)
-        qg = (q_i * tl.exp(b_i - gn[None, :])).to(DT)
-        kg = (k_j * tl.exp(gn[None, :] - b_j)).to(DT)
-        a = tl.dot(qg, tl.trans(kg), out_dtype=tl.float32)
-        tl.store(A + r_i[:, None] * BT + j * BC + oc[None, :], a)
-    for c in tl.range(0, BC):
-        r = t0 + i * BC + c
-        k_c = _row(k, r, ok, T, K, K)
-        b_c = _row(bcum, r, ok, TP, K, K)
-        e = tl.exp(tl.where((oc >= c)[:, None], b_i - b_c[None, :], float("-inf")))
-        tl.store(A + r_i * BT + i * BC + c, tl.sum(q_i * k_c[None, :] * e, axis=1))
-
-
-@triton.autotune(configs=_configs(), key=_KEY)
-@triton.jit
-def _fwd_o_kernel(q, v, bcum, h, A, o, scale, T, TP, NC,
+def _fwd_o_kernel(q, k, v, bcum, piv, fast, h, o, scale, T, TP, NC,
                   K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                   UPCAST: tl.constexpr):
-    """o = (scale * q * exp(b)) S_n + A v for one (V-block, chunk, batch*head); K in blocks of BK."""
+    """o of one (V-block, chunk, batch*head) for a fast chunk: A = scale (q 2^(b-r)) (k 2^(r-b))^T (causal, tf32),
+    o = A v + (scale q 2^b) S_n; K in slices of BK, A first and the state term second (short live ranges)."""
     iv = tl.program_id(0)
     n = tl.program_id(1)
     bh = tl.program_id(2).to(tl.int64)
+    if tl.load(fast + bh * NC + n) == 0:
+        return
     DT = tl.float32 if UPCAST else o.dtype.element_ty
     ov = iv * BV + tl.arange(0, BV)
     ot = tl.arange(0, BT)
     r_n = n * BT + ot
     q += bh * T * K
+    k += bh * T * K
     bcum += bh * TP * K
+    piv += (bh * NC + n) * K
     h += (bh * NC + n) * K * V
-    a = tl.load(A + bh * TP * BT + r_n[:, None] * BT + ot[None, :], mask=ot[:, None] >= ot[None, :], other=0.0)
-    v_n = _rows(v + bh * T * V, r_n, ov, T, V, V).to(DT)
-    acc = tl.dot(a.to(DT), v_n, out_dtype=tl.float32)
-    for ik in tl.range(0, (K + BK - 1) // BK):
+    a = tl.zeros([BT, BT], dtype=tl.float32)
+    for ik in tl.range(0, tl.cdiv(K, BK)):
         ok = ik * BK + tl.arange(0, BK)
-        qg = _rows(q, r_n, ok, T, K, K) * scale * tl.exp(_rows(bcum, r_n, ok, TP, K, K))
-        s = tl.load(h + ok[:, None] * V + ov[None, :], mask=(ok[:, None] < K) & (ov[None, :] < V), other=0.0)
-        acc += tl.dot(qg.to(DT), s.to(DT), out_dtype=tl.float32)
+        b_n = _rows(bcum, r_n, ok, TP, K, K)
+        r = tl.load(piv + ok, mask=ok < K, other=0.0)[None, :]
+        qg = _rows(q, r_n, ok, T, K, K) * tl.exp2(b_n - r)
+        kg = _rows(k, r_n, ok, T, K, K) * tl.exp2(r - b_n)
+        a += tl.dot(qg, tl.trans(kg), out_dtype=tl.float32)
+    a = tl.where(ot[:, None] >= ot[None, :], a * scale, 0.0).to(DT)
+    acc = tl.dot(a, _rows(v + bh * T * V, r_n, ov, T, V, V).to(DT), out_dtype=tl.float32)
+    for ik in tl.range(0, tl.cdiv(K, BK)):
+        ok = ik * BK + tl.arange(0, BK)
+        qg = _rows(q, r_n, ok, T, K, K) * scale * tl.exp2(_rows(bcum, r_n, ok, TP, K, K))
+        acc += tl.dot(qg.to(DT), _kv(h, ok, ov, K, V).to(DT), out_dtype=tl.float32)
     tl.store(o + bh * T * V + r_n[:, None] * V + ov[None, :], acc.to(o.dtype.element_ty),
              mask=(r_n[:, None] < T) & (ov[None, :] < V))
 
 
-@triton.autotune(configs=_configs(), key=_KEY)
+@triton.autotune(configs=_OUT_TILES, key=["K", "V", "BT"], prune_configs_by=_TILE_PRUNE)
 @triton.jit
-def _bwd_dv_kernel(k, bcum, dh, A, do, dv, T, TP, NC,
+def _bwd_dv_kernel(q, k, bcum, piv, fast, dh, do, dv, scale, T, TP, NC,
                    K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                    UPCAST: tl.constexpr):
-    """dv = A^T do + (k * exp(b_last - b)) dS_{n+1} for one (V-block, chunk, batch*head); K in blocks of BK."""
+    """dv = A^T do + (k 2^(b_last - b)) dS_{n+1} of one (V-block, chunk, batch*head) for a fast chunk (A as in
+    _fwd_o_kernel); K in slices of BK."""
     iv = tl.program_id(0)
     n = tl.program_id(1)
     bh = tl.program_id(2).to(tl.int64)
+    if tl.load(fast + bh * NC + n) == 0:
+        return
     DT = tl.float32 if UPCAST else k.dtype.element_ty
     ov = iv * BV + tl.arange(0, BV)
     ot = tl.arange(0, BT)
     t0 = n * BT
     r_n = t0 + ot
+    q += bh * T * K
     k += bh * T * K
     bcum += bh * TP * K
+    piv += (bh * NC + n) * K
     dh += (bh * NC + n) * K * V
-    # at[s, t] = A[t, s], causal part (t >= s) only.
-    at = tl.load(A + bh * TP * BT + r_n[None, :] * BT + ot[:, None], mask=ot[None, :] >= ot[:, None], other=0.0)
-    do_n = _rows(do + bh * T * V, r_n, ov, T, V, V).to(DT)
-    acc = tl.dot(at.to(DT), do_n, out_dtype=tl.float32)
-    for ik in tl.range(0, (K + BK - 1) // BK):
+    a = tl.zeros([BT, BT], dtype=tl.float32)
+    for ik in tl.range(0, tl.cdiv(K, BK)):
         ok = ik * BK + tl.arange(0, BK)
-        b_last = _row(bcum, t0 + BT - 1, ok, TP, K, K)
-        kd = _rows(k, r_n, ok, T, K, K) * tl.exp(b_last[None, :] - _rows(bcum, r_n, ok, TP, K, K))
-        ds = tl.load(dh + ok[:, None] * V + ov[None, :], mask=(ok[:, None] < K) & (ov[None, :] < V), other=0.0)
-        acc += tl.dot(kd.to(DT), ds.to(DT), out_dtype=tl.float32)
+        b_n = _rows(bcum, r_n, ok, TP, K, K)
+        r = tl.load(piv + ok, mask=ok < K, other=0.0)[None, :]
+        qg = _rows(q, r_n, ok, T, K, K) * tl.exp2(b_n - r)
+        kg = _rows(k, r_n, ok, T, K, K) * tl.exp2(r - b_n)
+        a += tl.dot(qg, tl.trans(kg), out_dtype=tl.float32)
+    a = tl.where(ot[:, None] >= ot[None, :], a * scale, 0.0)
+    acc = tl.dot(tl.trans(a).to(DT), _rows(do + bh * T * V, r_n, ov, T, V, V).to(DT), out_dtype=tl.float32)
+    for ik in tl.range(0, tl.cdiv(K, BK)):
+        ok = ik * BK + tl.arange(0, BK)
+        b_last = _row(bcum, t0 + BT - 1, ok, TP, K, K)[None, :]
+        kd = _rows(k, r_n, ok, T, K, K) * tl.exp2(b_last - _rows(bcum, r_n, ok, TP, K, K))
+        acc += tl.dot(kd.to(DT), _kv(dh, ok, ov, K, V).to(DT), out_dtype=tl.float32)
     tl.store(dv + bh * T * V + r_n[:, None] * V + ov[None, :], acc.to(dv.dtype.element_ty),
              mask=(r_n[:, None] < T) & (ov[None, :] < V))
 
 
-@triton.autotune(configs=_configs(), key=_KEY)
+@triton.autotune(configs=_DQK_TILES, key=["K", "V", "BT"], prune_configs_by=_TILE_PRUNE)
 @triton.jit
-def _bwd_inter_kernel(v, bcum, h, dh, do, dq, dk, dA, scale, T, TP, NC,
-                      K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-                      UPCAST: tl.constexpr):
-    """One (K-block, chunk, batch*head), V in blocks of BV: the inter-chunk parts dq = scale * exp(b) * (do S_n^T),
-    dk = exp(b_last - b) * (v dS_{n+1}^T); the K-block 0 program also stores dA = scale * do v^T (zero above the
-    diagonal), (B*H, TP, BT) fp32."""
+def _bwd_dqdk_kernel(q, k, v, bcum, piv, fast, h, dh, do, dq, dk, dg, scale, T, TP, NC,
+                     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                     UPCAST: tl.constexpr):
+    """dq, dk, dg of one (K-block, chunk, batch*head) for a fast chunk; V in blocks of BV. dA = scale do v^T (causal);
+    dq = scale 2^b (do S_n^T) + 2^(b-r) (dA (k 2^(r-b))), dk = 2^(b_last-b) (v dS_{n+1}^T) + 2^(r-b) (dA^T (q 2^(b-r)));
+    dg = reverse cumsum over the chunk of q dq - k dk, plus sum_V(S_{n+1} dS_{n+1})."""
     ik = tl.program_id(0)
     n = tl.program_id(1)
     bh = tl.program_id(2).to(tl.int64)
-    DT = tl.float32 if UPCAST else do.dtype.element_ty
+    if tl.load(fast + bh * NC + n) == 0:
+        return
+    DT = tl.float32 if UPCAST else q.dtype.element_ty
     ok = ik * BK + tl.arange(0, BK)
     ot = tl.arange(0, BT)
     t0 = n * BT
     r_n = t0 + ot
+    q += bh * T * K
+    k += bh * T * K
     v += bh * T * V
     do += bh * T * V
     bcum += bh * TP * K
@@ -264,95 +350,273 @@ def _bwd_inter_kernel(v, bcum, h, dh, do, dq, dk, dA, scale, T, TP, NC,
     acc_q = tl.zeros([BT, BK], dtype=tl.float32)
     acc_k = tl.zeros([BT, BK], dtype=tl.float32)
     acc_a = tl.zeros([BT, BT], dtype=tl.float32)
-    for iv in tl.range(0, (V + BV - 1) // BV):
+    bnd = tl.zeros([BK], dtype=tl.float32)
+    for iv in tl.range(0, tl.cdiv(V, BV)):
         ov = iv * BV + tl.arange(0, BV)
-        ms = (ok[:, None] < K) & (ov[None, :] < V)
-        s = tl.load(h + ok[:, None] * V + ov[None, :], mask=ms, other=0.0).to(DT)
-        ds = tl.load(dh + ok[:, None] * V + ov[None, :], mask=ms, other=0.0).to(DT)
+        s = _kv(h, ok, ov, K, V)
+        ds = _kv(dh, ok, ov, K, V)
         do_n = _rows(do, r_n, ov, T, V, V).to(DT)
         v_n = _rows(v, r_n, ov, T, V, V).to(DT)
-        acc_q += tl.dot(do_n, tl.trans(s), out_dtype=tl.float32)
-        acc_k += tl.dot(v_n, tl.trans(ds), out_dtype=tl.float32)
-        if ik == 0:
-            acc_a += tl.dot(do_n, tl.trans(v_n), out_dtype=tl.float32)
+        acc_q += tl.dot(do_n, tl.trans(s.to(DT)), out_dtype=tl.float32)
+        acc_k += tl.dot(v_n, tl.trans(ds.to(DT)), out_dtype=tl.float32)
+        acc_a += tl.dot(do_n, tl.trans(v_n), out_dtype=tl.float32)
+        bnd += tl.sum(s.to(tl.float32) * ds.to(tl.float32), axis=1)
     b_n = _rows(bcum, r_n, ok, TP, K, K)
     b_last = _row(bcum, t0 + BT - 1, ok, TP, K, K)
-    mq = (r_n[:, None] < T) & (ok[None, :] < K)
-    tl.store(dq + bh * T * K + r_n[:, None] * K + ok[None, :], acc_q * scale * tl.exp(b_n), mask=mq)
-    tl.store(dk + bh * T * K + r_n[:, None] * K + ok[None, :], acc_k * tl.exp(b_last[None, :] - b_n), mask=mq)
-    if ik == 0:
-        tl.store(dA + bh * TP * BT + r_n[:, None] * BT + ot[None, :],
-                 tl.where(ot[:, None] >= ot[None, :], acc_a * scale, 0.0))
+    r = tl.load(piv + (bh * NC + n) * K + ok, mask=ok < K, other=0.0)[None, :]
+    k_n = _rows(k, r_n, ok, T, K, K)
+    dk_n = acc_k * tl.exp2(b_last[None, :] - b_n)
+    # sum_V(S_{n+1} dS_{n+1}) with S_{n+1} = 2^b_last S_n + sum_s (k_s 2^(b_last - b_s))^T v_s.
+    bnd = bnd * tl.exp2(b_last) + tl.sum(k_n * dk_n, axis=0)
+    da = tl.where(ot[:, None] >= ot[None, :], acc_a * scale, 0.0)
+    dq_n = acc_q * scale * tl.exp2(b_n) + tl.exp2(b_n - r) * tl.dot(da, k_n * tl.exp2(r - b_n), out_dtype=tl.float32)
+    q_n = _rows(q, r_n, ok, T, K, K)
+    dk_n += tl.exp2(r - b_n) * tl.dot(tl.trans(da), q_n * tl.exp2(b_n - r), out_dtype=tl.float32)
+    m = (r_n[:, None] < T) & (ok[None, :] < K)
+    off = bh * T * K + r_n[:, None] * K + ok[None, :]
+    tl.store(dq + off, dq_n.to(dq.dtype.element_ty), mask=m)
+    tl.store(dk + off, dk_n.to(dk.dtype.element_ty), mask=m)
+    dg_n = tl.cumsum(q_n * dq_n - k_n * dk_n, axis=0, reverse=True) + bnd[None, :]
+    tl.store(dg + off, dg_n.to(dg.dtype.element_ty), mask=m)
 
 
-@triton.autotune(configs=_configs(), key=["K", "BT", "BK"])
+# ------------------------------------------------------------------------------------------------ slow chunks
 @triton.jit
-def _bwd_dqdk_kernel(q, k, bcum, dA, dq0, dk0, dq, dk, T, TP,
-                     K: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, UPCAST: tl.constexpr):
-    """dq, dk of sub-chunk i (grid NS, NC, B*H): the inter-chunk parts dq0, dk0 plus the intra-chunk parts
-    sum_{s<=t} dA[t, s] k_s exp(b_t - b_s) and sum_{t>=s} dA[t, s] q_t exp(b_t - b_s). Separate outputs keep the kernel
-    idempotent, as autotuning (which runs it several times) requires."""
-    i = tl.program_id(0)
-    n = tl.program_id(1)
+def _diag_scores(q, k, bcum, r_i, T, TP, K: tl.constexpr, BC: tl.constexpr, BKD: tl.constexpr):
+    """(BC, BC) fp32: sum_k q[t, k] k[s, k] 2^(b[t, k] - b[s, k]) for s <= t of rows r_i, 0 above the diagonal;
+    a 3-D broadcast (BC, BC, BKD) per K slice, the exponent -inf where s > t."""
+    oc = tl.arange(0, BC)
+    causal = (oc[:, None] >= oc[None, :])[:, :, None]
+    a = tl.zeros([BC, BC], dtype=tl.float32)
+    for kd in tl.range(0, tl.cdiv(K, BKD)):
+        ok = kd * BKD + tl.arange(0, BKD)
+        q_i = _rows(q, r_i, ok, T, K, K)
+        k_i = _rows(k, r_i, ok, T, K, K)
+        b_i = _rows(bcum, r_i, ok, TP, K, K)
+        e = tl.exp2(tl.where(causal, b_i[:, None, :] - b_i[None, :, :], float("-inf")))
+        a += tl.sum(q_i[:, None, :] * k_i[None, :, :] * e, axis=2)
+    return a
+
+
+@triton.jit
+def _pair_scores(q, k, bcum, r_i, r_j, gn_row, T, TP, K: tl.constexpr, BK: tl.constexpr):
+    """(BC, BC) fp32: q_i . (k_j 2^(b_i - b_j)) for a sub-chunk i after sub-chunk j, with the gates re-based to
+    gn = b[gn_row] (the last row of j): both factors 2^(b_i - gn), 2^(gn - b_j) are <= 1."""
+    a = tl.zeros([r_i.shape[0], r_j.shape[0]], dtype=tl.float32)
+    for ik in tl.range(0, tl.cdiv(K, BK)):
+        ok = ik * BK + tl.arange(0, BK)
+        gn = _row(bcum, gn_row, ok, TP, K, K)[None, :]
+        qg = _rows(q, r_i, ok, T, K, K) * tl.exp2(_rows(bcum, r_i, ok, TP, K, K) - gn)
+        kg = _rows(k, r_j, ok, T, K, K) * tl.exp2(gn - _rows(bcum, r_j, ok, TP, K, K))
+        a += tl.dot(qg, tl.trans(kg), out_dtype=tl.float32)
+    return a
+
+
+@triton.jit
+def _slow_chunks(fast, bh, ig, NC, G: tl.constexpr):
+    """True when one of the chunks ig*G .. ig*G+G-1 (of batch*head bh) is slow: one vector load, so the programs of the
+    slow-chunk kernels cost about one memory round trip when every chunk is fast."""
+    og = ig * G + tl.arange(0, G)
+    return tl.min(tl.load(fast + bh * NC + og, mask=og < NC, other=1), axis=0) == 0
+
+
+@triton.jit
+def _is_slow(fast, bh, n, NC):
+    return tl.load(fast + bh * NC + n, mask=n < NC, other=1) == 0
+
+
+@triton.autotune(configs=_one_config(), key=_KEY + ["BC", "BKD", "G"])
+@triton.jit
+def _fwd_o_slow_kernel(q, k, v, bcum, fast, h, o, scale, T, TP, NC,
+                       K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
+                       BKD: tl.constexpr, BV: tl.constexpr, G: tl.constexpr, UPCAST: tl.constexpr):
+    """o of the slow chunks among G consecutive chunks (grid V-blocks, chunk groups, B*H), one sub-chunk of BC rows
+    at a time: inter part, off-diagonal sub-chunk pairs (re-based matmuls), the diagonal block (3-D broadcast)."""
+    iv = tl.program_id(0)
+    ig = tl.program_id(1)
     bh = tl.program_id(2).to(tl.int64)
-    DT = tl.float32 if UPCAST else q.dtype.element_ty
-    ok = tl.arange(0, BK)
+    if not _slow_chunks(fast, bh, ig, NC, G):
+        return
+    DT = tl.float32 if UPCAST else o.dtype.element_ty
+    ov = iv * BV + tl.arange(0, BV)
     oc = tl.arange(0, BC)
     q += bh * T * K
     k += bh * T * K
-    dq += bh * T * K
-    dk += bh * T * K
-    dq0 += bh * T * K
-    dk0 += bh * T * K
+    v += bh * T * V
+    o += bh * T * V
     bcum += bh * TP * K
-    dA += bh * TP * BT
+    for jn in tl.range(0, G):
+        n = ig * G + jn
+        if _is_slow(fast, bh, n, NC):
+            t0 = n * BT
+            hn = h + (bh * NC + n) * K * V
+            for i in tl.range(0, BT // BC):
+                r_i = t0 + i * BC + oc
+                acc = tl.zeros([BC, BV], dtype=tl.float32)
+                for ik in tl.range(0, tl.cdiv(K, BK)):
+                    ok = ik * BK + tl.arange(0, BK)
+                    qg = _rows(q, r_i, ok, T, K, K) * scale * tl.exp2(_rows(bcum, r_i, ok, TP, K, K))
+                    acc += tl.dot(qg.to(DT), _kv(hn, ok, ov, K, V).to(DT), out_dtype=tl.float32)
+                for j in tl.range(0, i):
+                    r_j = t0 + j * BC + oc
+                    a = _pair_scores(q, k, bcum, r_i, r_j, t0 + j * BC + BC - 1, T, TP, K, BK)
+                    acc += tl.dot((a * scale).to(DT), _rows(v, r_j, ov, T, V, V).to(DT), out_dtype=tl.float32)
+                a = _diag_scores(q, k, bcum, r_i, T, TP, K, BC, BKD)
+                acc += tl.dot((a * scale).to(DT), _rows(v, r_i, ov, T, V, V).to(DT), out_dtype=tl.float32)
+                tl.store(o + r_i[:, None] * V + ov[None, :], acc.to(o.dtype.element_ty),
+                         mask=(r_i[:, None] < T) & (ov[None, :] < V))
+
+
+@triton.autotune(configs=_one_config(), key=_KEY + ["BC", "BKD", "G"])
+@triton.jit
+def _bwd_dv_slow_kernel(q, k, bcum, fast, dh, do, dv, scale, T, TP, NC,
+                        K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
+                        BKD: tl.constexpr, BV: tl.constexpr, G: tl.constexpr, UPCAST: tl.constexpr):
+    """dv of the slow chunks among G consecutive chunks (grid V-blocks, chunk groups, B*H), one key sub-chunk j of BC
+    rows at a time: dv_j = (k_j 2^(b_last - b_j)) dS_{n+1} + sum_{i >= j} A_ij^T do_i."""
+    iv = tl.program_id(0)
+    ig = tl.program_id(1)
+    bh = tl.program_id(2).to(tl.int64)
+    if not _slow_chunks(fast, bh, ig, NC, G):
+        return
+    DT = tl.float32 if UPCAST else k.dtype.element_ty
+    ov = iv * BV + tl.arange(0, BV)
+    oc = tl.arange(0, BC)
+    q += bh * T * K
+    k += bh * T * K
+    do += bh * T * V
+    dv += bh * T * V
+    bcum += bh * TP * K
+    for jn in tl.range(0, G):
+        n = ig * G + jn
+        if _is_slow(fast, bh, n, NC):
+            t0 = n * BT
+            dhn = dh + (bh * NC + n) * K * V
+            for j in tl.range(0, BT // BC):
+                r_j = t0 + j * BC + oc
+                acc = tl.zeros([BC, BV], dtype=tl.float32)
+                for ik in tl.range(0, tl.cdiv(K, BK)):
+                    ok = ik * BK + tl.arange(0, BK)
+                    b_last = _row(bcum, t0 + BT - 1, ok, TP, K, K)[None, :]
+                    kd = _rows(k, r_j, ok, T, K, K) * tl.exp2(b_last - _rows(bcum, r_j, ok, TP, K, K))
+                    acc += tl.dot(kd.to(DT), _kv(dhn, ok, ov, K, V).to(DT), out_dtype=tl.float32)
+                a = _diag_scores(q, k, bcum, r_j, T, TP, K, BC, BKD)
+                acc += tl.dot(tl.trans(a * scale).to(DT), _rows(do, r_j, ov, T, V, V).to(DT), out_dtype=tl.float32)
+                for i in tl.range(j + 1, BT // BC):
+                    r_i = t0 + i * BC + oc
+                    a = _pair_scores(q, k, bcum, r_i, r_j, t0 + j * BC + BC - 1, T, TP, K, BK)
+                    acc += tl.dot(tl.trans(a * scale).to(DT), _rows(do, r_i, ov, T, V, V).to(DT),
+                                  out_dtype=tl.float32)
+                tl.store(dv + r_j[:, None] * V + ov[None, :], acc.to(dv.dtype.element_ty),
+                         mask=(r_j[:, None] < T) & (ov[None, :] < V))
+
+
+@triton.jit
+def _da_block(do, v, r_t, r_s, T, V: tl.constexpr, BV: tl.constexpr, DT: tl.constexpr):
+    """(BC, BC) fp32: do_t . v_s for rows r_t, r_s; V in blocks of BV."""
+    da = tl.zeros([r_t.shape[0], r_s.shape[0]], dtype=tl.float32)
+    for iv in tl.range(0, tl.cdiv(V, BV)):
+        ov = iv * BV + tl.arange(0, BV)
+        da += tl.dot(_rows(do, r_t, ov, T, V, V).to(DT), tl.trans(_rows(v, r_s, ov, T, V, V).to(DT)),
+                     out_dtype=tl.float32)
+    return da
+
+
+@triton.jit
+def _dqdk_slow_chunk(q, k, v, bcum, h, ht, dh, do, dq, dk, dg, scale, T, TP, NC, n, ok,
+                     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
+                     BV: tl.constexpr, DT: tl.constexpr):
+    """dq, dk, dg of chunk n, columns ok (pointers offset to the batch*head; h, dh to the chunk; ht to the final
+    state), one sub-chunk i of BC rows at a time from the last: dg_i = reverse cumsum within i + the column sums of
+    q dq - k dk over the later sub-chunks + sum_V(S_{n+1} dS_{n+1})."""
+    NS: tl.constexpr = BT // BC
+    oc = tl.arange(0, BC)
+    causal = oc[:, None] >= oc[None, :]
     t0 = n * BT
-    r_i = t0 + i * BC + oc
-    m_i = (r_i[:, None] < T) & (ok[None, :] < K)
-    q_i = _rows(q, r_i, ok, T, K, K)
-    b_i = _rows(bcum, r_i, ok, TP, K, K)
-    gn_i = _row(bcum, t0 + i * BC + BC - 1, ok, TP, K, K)
-    acc_q = tl.load(dq0 + r_i[:, None] * K + ok[None, :], mask=m_i, other=0.0)
-    acc_k = tl.load(dk0 + r_i[:, None] * K + ok[None, :], mask=m_i, other=0.0)
-    for j in tl.range(0, i):
-        r_j = t0 + j * BC + oc
-        k_j = _rows(k, r_j, ok, T, K, K)
-        b_j = _rows(bcum, r_j, ok, TP, K, K)
-        gn = _row(bcum, t0 + j * BC + BC - 1, ok, TP, K, K)
-        da = tl.load(dA + r_i[:, None] * BT + j * BC + oc[None, :]).to(DT)
-        kg = (k_j * tl.exp(gn[None, :] - b_j)).to(DT)
-        acc_q += tl.dot(da, kg, out_dtype=tl.float32) * tl.exp(b_i - gn[None, :])
-    for j in tl.range(i + 1, BT // BC):
-        r_j = t0 + j * BC + oc
-        q_j = _rows(q, r_j, ok, T, K, K)
-        b_j = _rows(bcum, r_j, ok, TP, K, K)
-        da = tl.load(dA + r_j[:, None] * BT + i * BC + oc[None, :]).to(DT)
-        qg = (q_j * tl.exp(b_j - gn_i[None, :])).to(DT)
-        acc_k += tl.dot(tl.trans(da), qg, out_dtype=tl.float32) * tl.exp(gn_i[None, :] - b_i)
-    for c in tl.range(0, BC):
-        r = t0 + i * BC + c
-        k_c = _row(k, r, ok, T, K, K)
-        b_c = _row(bcum, r, ok, TP, K, K)
-        da_c = tl.load(dA + r_i * BT + i * BC + c)
-        e = tl.exp(tl.where((oc >= c)[:, None], b_i - b_c[None, :], float("-inf")))
-        acc_q += da_c[:, None] * k_c[None, :] * e
-        dk_c = tl.sum(da_c[:, None] * q_i * e, axis=0)
-        acc_k += tl.where((oc == c)[:, None], dk_c[None, :], 0.0)
-    tl.store(dq + r_i[:, None] * K + ok[None, :], acc_q, mask=m_i)
-    tl.store(dk + r_i[:, None] * K + ok[None, :], acc_k, mask=m_i)
+    carry = tl.zeros([BK], dtype=tl.float32)
+    for iv in tl.range(0, tl.cdiv(V, BV)):
+        ov = iv * BV + tl.arange(0, BV)
+        if n < NC - 1:
+            s_next = _kv(h + K * V, ok, ov, K, V).to(tl.float32)
+        else:
+            s_next = _kv(ht, ok, ov, K, V).to(tl.float32)
+        carry += tl.sum(s_next * _kv(dh, ok, ov, K, V).to(tl.float32), axis=1)
+    b_last = _row(bcum, t0 + BT - 1, ok, TP, K, K)[None, :]
+    for ii in tl.range(0, NS):
+        i = NS - 1 - ii
+        r_i = t0 + i * BC + oc
+        q_i = _rows(q, r_i, ok, T, K, K)
+        k_i = _rows(k, r_i, ok, T, K, K)
+        b_i = _rows(bcum, r_i, ok, TP, K, K)
+        gn_i = _row(bcum, t0 + i * BC + BC - 1, ok, TP, K, K)[None, :]
+        acc_q = tl.zeros([BC, BK], dtype=tl.float32)
+        acc_k = tl.zeros([BC, BK], dtype=tl.float32)
+        for iv in tl.range(0, tl.cdiv(V, BV)):
+            ov = iv * BV + tl.arange(0, BV)
+            acc_q += tl.dot(_rows(do, r_i, ov, T, V, V).to(DT), tl.trans(_kv(h, ok, ov, K, V).to(DT)),
+                            out_dtype=tl.float32)
+            acc_k += tl.dot(_rows(v, r_i, ov, T, V, V).to(DT), tl.trans(_kv(dh, ok, ov, K, V).to(DT)),
+                            out_dtype=tl.float32)
+        dq_i = acc_q * scale * tl.exp2(b_i)
+        dk_i = acc_k * tl.exp2(b_last - b_i)
+        for j in tl.range(0, i):
+            r_j = t0 + j * BC + oc
+            gn = _row(bcum, t0 + j * BC + BC - 1, ok, TP, K, K)[None, :]
+            kg = _rows(k, r_j, ok, T, K, K) * tl.exp2(gn - _rows(bcum, r_j, ok, TP, K, K))
+            da = _da_block(do, v, r_i, r_j, T, V, BV, DT) * scale
+            dq_i += tl.dot(da, kg, out_dtype=tl.float32) * tl.exp2(b_i - gn)
+        for j in tl.range(i + 1, NS):
+            r_j = t0 + j * BC + oc
+            qg = _rows(q, r_j, ok, T, K, K) * tl.exp2(_rows(bcum, r_j, ok, TP, K, K) - gn_i)
+            da = _da_block(do, v, r_j, r_i, T, V, BV, DT) * scale
+            dk_i += tl.dot(tl.trans(da), qg, out_dtype=tl.float32) * tl.exp2(gn_i - b_i)
+        da = tl.where(causal, _da_block(do, v, r_i, r_i, T, V, BV, DT) * scale, 0.0)
+        e = tl.exp2(tl.where(causal[:, :, None], b_i[:, None, :] - b_i[None, :, :], float("-inf")))
+        dq_i += tl.sum(da[:, :, None] * k_i[None, :, :] * e, axis=1)
+        dk_i += tl.sum(da[:, :, None] * q_i[:, None, :] * e, axis=0)
+        x = q_i * dq_i - k_i * dk_i
+        dg_i = tl.cumsum(x, axis=0, reverse=True) + carry[None, :]
+        carry += tl.sum(x, axis=0)
+        m = (r_i[:, None] < T) & (ok[None, :] < K)
+        off = r_i[:, None] * K + ok[None, :]
+        tl.store(dq + off, dq_i.to(dq.dtype.element_ty), mask=m)
+        tl.store(dk + off, dk_i.to(dk.dtype.element_ty), mask=m)
+        tl.store(dg + off, dg_i.to(dg.dtype.element_ty), mask=m)
 
 
+@triton.autotune(configs=_one_config(), key=_KEY + ["BC", "G"])
+@triton.jit
+def _bwd_dqdk_slow_kernel(q, k, v, bcum, fast, h, ht, dh, do, dq, dk, dg, scale, T, TP, NC,
+                          K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
+                          BV: tl.constexpr, G: tl.constexpr, UPCAST: tl.constexpr):
+    """dq, dk, dg of the slow chunks among G consecutive chunks (grid chunk groups, B*H), K in column blocks of BK:
+    inter parts, off-diagonal sub-chunk pairs (dA blocks recomputed, gates re-based to the sub-chunk boundary), the
+    diagonal block as a 3-D broadcast (see _dqdk_slow_chunk)."""
+    ig = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    if not _slow_chunks(fast, bh, ig, NC, G):
+        return
+    DT = tl.float32 if UPCAST else q.dtype.element_ty
+    off = bh * T * K
+    for jn in tl.range(0, G):
+        n = ig * G + jn
+        if _is_slow(fast, bh, n, NC):
+            for ik in tl.range(0, tl.cdiv(K, BK)):
+                _dqdk_slow_chunk(q + off, k + off, v + bh * T * V, bcum + bh * TP * K, h + (bh * NC + n) * K * V,
+                                 ht + bh * K * V, dh + (bh * NC + n) * K * V, do + bh * T * V, dq + off, dk + off,
+                                 dg + off, scale, T, TP, NC, n, ik * BK + tl.arange(0, BK), K, V, BT, BC, BK, BV, DT)
+
+
+# ------------------------------------------------------------------------------------------------ launchers
 def _upcast(q: torch.Tensor) -> bool:
     """Matmul operands in fp32 for bf16 under the interpreter: its bf16 ``tl.dot`` returns garbage (triton 3.6)."""
     return INTERPRET and q.dtype == torch.bfloat16
 
 
-def _cumgate(g: torch.Tensor, bt: int) -> torch.Tensor:
-    """Within-chunk inclusive cumsum of the log gates, fp32, T padded to a multiple of BT with zeros."""
-    b, h, t, kd = g.shape
-    nc = triton.cdiv(t, bt)
-    gf = torch.nn.functional.pad(g.float(), (0, 0, 0, nc * bt - t))
-    return gf.view(b, h, nc, bt, kd).cumsum(-2).view(b, h, nc * bt, kd).contiguous()
+def _state_dtype(q: torch.Tensor) -> torch.dtype:
+    """Storage dtype of the per-chunk states and state gradients: the matmul dtype (every consumer casts them to it
+    before its dot), fp32 for fp32 inputs and under the interpreter's bf16 upcast."""
+    return torch.float32 if q.dtype == torch.float32 or _upcast(q) else q.dtype
 
 
 def _prep(q, k, v, g):
@@ -367,76 +631,85 @@ def _prep(q, k, v, g):
     return b, h, t, kd, vd, bt, bc, nc
 
 
+def _gates(g, nc, bt):
+    """(b (B*H, NC*BT, K) fp32 within-chunk cumulative log2 gates, pivots (B*H, NC, K) fp32, fast flags (B*H, NC))."""
+    b, h, t, kd = g.shape
+    bcum = torch.empty(b * h, nc * bt, kd, device=g.device, dtype=torch.float32)
+    piv = torch.empty(b * h, nc, kd, device=g.device, dtype=torch.float32)
+    fast = torch.empty(b * h, nc, device=g.device, dtype=torch.int32)
+    bk = _blocks(kd, kd)[0]
+    _cumsum_kernel[(nc, b * h)](g, bcum, piv, fast, float(FAST_LIMIT), t, nc * bt, nc, K=kd, BT=bt, BK=bk)
+    return bcum, piv, fast
+
+
 def _states(k, v, bcum, initial_state, nc, bt):
-    """(S_n for every chunk (B*H, NC, K, V) fp32, final state (B, H, K, V) fp32)."""
+    """(S_n for every chunk (B*H, NC, K, V) in the state dtype, final state (B, H, K, V) fp32)."""
     b, h, t, kd = k.shape
     vd = v.shape[-1]
-    _, bv, bks = _blocks(kd, vd)
-    hs = torch.empty(b * h, nc, kd, vd, device=k.device, dtype=torch.float32)
+    bk = _blocks(kd, vd)[0]
+    hs = torch.empty(b * h, nc, kd, vd, device=k.device, dtype=_state_dtype(k))
     ht = torch.empty(b, h, kd, vd, device=k.device, dtype=torch.float32)
     h0 = initial_state.float().contiguous() if initial_state is not None else ht
-    grid = (triton.cdiv(kd, bks), triton.cdiv(vd, bv), b * h)
-    _state_fwd_kernel[grid](k, v, bcum, h0, hs, ht, t, nc * bt, nc, K=kd, V=vd, BT=bt, BK=bks, BV=bv,
-                            HAS_H0=initial_state is not None, UPCAST=_upcast(k))
+    _state_fwd_kernel[lambda m: (triton.cdiv(kd, bk), triton.cdiv(vd, m["BV"]), b * h)](
+        k, v, bcum, h0, hs, ht, t, nc * bt, nc, K=kd, V=vd, BT=bt, BK=bk, HAS_H0=initial_state is not None,
+        UPCAST=_upcast(k))
     return hs, ht
-
-
-def _intra(q, k, bcum, scale, nc, bt, bc, bk):
-    """A (B*H, NC*BT, BT) fp32: the scaled, gated intra-chunk attention (causal part written)."""
-    b, h, t, kd = q.shape
-    a = torch.empty(b * h, nc * bt, bt, device=q.device, dtype=torch.float32)
-    _intra_a_kernel[(bt // bc, nc, b * h)](q, k, bcum, a, scale, t, nc * bt, K=kd, BT=bt, BC=bc, BK=bk,
-                                          UPCAST=_upcast(q))
-    return a
 
 
 def gla_chunk_fwd(q, k, v, g, initial_state=None, scale=None):
     """q, k, g (B, H, T, K), v (B, H, T, V), initial_state (B, H, K, V) or None (contiguous).
     Returns o (B, H, T, V) in q.dtype and the final state (B, H, K, V) fp32."""
     b, h, t, kd, vd, bt, bc, nc = _prep(q, k, v, g)
-    bk, bv, bks = _blocks(kd, vd)
+    bk, bvo, bkd = _blocks(kd, vd)
     scale = kd ** -0.5 if scale is None else float(scale)
-    bcum = _cumgate(g, bt)
+    up = _upcast(q)
+    bcum, piv, fast = _gates(g, nc, bt)
     hs, ht = _states(k, v, bcum, initial_state, nc, bt)
-    a = _intra(q, k, bcum, scale, nc, bt, bc, bk)
     o = torch.empty(b, h, t, vd, device=q.device, dtype=q.dtype)
-    grid = (triton.cdiv(vd, bv), nc, b * h)
-    _fwd_o_kernel[grid](q, v, bcum, hs, a, o, scale, t, nc * bt, nc, K=kd, V=vd, BT=bt, BK=bks, BV=bv,
-                        UPCAST=_upcast(q))
+    _fwd_o_kernel[lambda m: (triton.cdiv(vd, m["BV"]), nc, b * h)](
+        q, k, v, bcum, piv, fast, hs, o, scale, t, nc * bt, nc, K=kd, V=vd, BT=bt, UPCAST=up)
+    _fwd_o_slow_kernel[(triton.cdiv(vd, bvo), triton.cdiv(nc, SLOW_GROUP), b * h)](
+        q, k, v, bcum, fast, hs, o, scale, t, nc * bt, nc, K=kd, V=vd, BT=bt, BC=bc, BK=bk, BKD=bkd, BV=bvo,
+        G=SLOW_GROUP, UPCAST=up)
     return o, ht
 
 
 def gla_chunk_bwd(do, dht, q, k, v, g, initial_state, final_state, scale=None):
-    """Gradients (dq, dk, dv, dg, dh0) of the chunked GLA. ``dht`` (B, H, K, V) or None is the gradient of the final
-    state, ``final_state`` the forward's final state (needed for dg when dht is given).
+    """Gradients (dq, dk, dv, dg, dh0) of the chunked GLA: dq, dk, dv in the input dtypes, dg in g.dtype, dh0 (B, H, K,
+    V) fp32. ``dht`` (B, H, K, V) or None is the gradient of the final state; ``final_state`` is not read (the state
+    pass recomputes it) and is kept for the op's signature.
 
-    The per-chunk states and the intra-chunk A are recomputed; the state gradients come from one reverse pass.
-    dg uses the closed form  dg_r = sum_{t>=r} (q_t dq_t - k_t dk_t) + sum_V(dht * final_state)  (every gate factor
-    exp(B_t - B_s) splits into a query part exp(B_t) and a key part exp(-B_s); the final state carries exp(B_T)).
+    The per-chunk states and the intra-chunk scores are recomputed; the state gradients come from one reverse pass.
+    dg is chunk-local: for r in chunk n, dg_r = sum_{t>=r in chunk n} (q_t dq_t - k_t dk_t) + sum_V(S_{n+1} dS_{n+1})
+    (every gate factor exp(B_t - B_s) splits into a query part exp(B_t) and a key part exp(-B_s); raising g_r scales
+    the state leaving chunk n by exactly what it adds to every later cumulative gate), so no sum runs over more than one
+    chunk and no large terms cancel across the sequence.
     """
     b, h, t, kd, vd, bt, bc, nc = _prep(q, k, v, g)
-    bk, bv, bks = _blocks(kd, vd)
+    bk, bvo, bkd = _blocks(kd, vd)
     scale = kd ** -0.5 if scale is None else float(scale)
-    bcum = _cumgate(g, bt)
+    up = _upcast(q)
+    tp = nc * bt
     do = do.contiguous()
-    hs, _ = _states(k, v, bcum, initial_state, nc, bt)
-    dhs = torch.empty(b * h, nc, kd, vd, device=q.device, dtype=torch.float32)
+    bcum, piv, fast = _gates(g, nc, bt)
+    hs, ht = _states(k, v, bcum, initial_state, nc, bt)
+    dhs = torch.empty(b * h, nc, kd, vd, device=q.device, dtype=_state_dtype(q))
     dh0 = torch.empty(b, h, kd, vd, device=q.device, dtype=torch.float32)
     dht_c = dht.float().contiguous() if dht is not None else dh0
-    _state_bwd_kernel[(triton.cdiv(kd, bks), triton.cdiv(vd, bv), b * h)](
-        q, do, bcum, dht_c, dhs, dh0, scale, t, nc * bt, nc, K=kd, V=vd, BT=bt, BK=bks, BV=bv,
-        HAS_DHT=dht is not None, UPCAST=_upcast(q))
-    a = _intra(q, k, bcum, scale, nc, bt, bc, bk)
-    dq0, dk0, dq, dk = (torch.empty(b, h, t, kd, device=q.device, dtype=torch.float32) for _ in range(4))
-    dv = torch.empty(b, h, t, vd, device=q.device, dtype=v.dtype)
-    da = torch.empty_like(a)
-    _bwd_inter_kernel[(triton.cdiv(kd, bks), nc, b * h)](v, bcum, hs, dhs, do, dq0, dk0, da, scale, t, nc * bt, nc,
-                                                         K=kd, V=vd, BT=bt, BK=bks, BV=bv, UPCAST=_upcast(q))
-    _bwd_dv_kernel[(triton.cdiv(vd, bv), nc, b * h)](k, bcum, dhs, a, do, dv, t, nc * bt, nc, K=kd, V=vd, BT=bt,
-                                                     BK=bks, BV=bv, UPCAST=_upcast(q))
-    _bwd_dqdk_kernel[(bt // bc, nc, b * h)](q, k, bcum, da, dq0, dk0, dq, dk, t, nc * bt, K=kd, BT=bt, BC=bc, BK=bk,
-                                           UPCAST=_upcast(q))
-    dg = (q.float() * dq - k.float() * dk).flip(2).cumsum(2).flip(2)
-    if dht is not None:
-        dg = dg + (dht.float() * final_state.float()).sum(-1)[:, :, None, :]
-    return dq.to(q.dtype), dk.to(k.dtype), dv, dg.to(g.dtype), dh0
+    _state_bwd_kernel[lambda m: (triton.cdiv(kd, bk), triton.cdiv(vd, m["BV"]), b * h)](
+        q, do, bcum, dht_c, dhs, dh0, scale, t, tp, nc, K=kd, V=vd, BT=bt, BK=bk, HAS_DHT=dht is not None, UPCAST=up)
+    dq = torch.empty_like(q)
+    dk = torch.empty_like(k)
+    dv = torch.empty_like(v)
+    dg = torch.empty(g.shape, device=g.device, dtype=g.dtype)
+    _bwd_dv_kernel[lambda m: (triton.cdiv(vd, m["BV"]), nc, b * h)](
+        q, k, bcum, piv, fast, dhs, do, dv, scale, t, tp, nc, K=kd, V=vd, BT=bt, UPCAST=up)
+    _bwd_dv_slow_kernel[(triton.cdiv(vd, bvo), triton.cdiv(nc, SLOW_GROUP), b * h)](
+        q, k, bcum, fast, dhs, do, dv, scale, t, tp, nc, K=kd, V=vd, BT=bt, BC=bc, BK=bk, BKD=bkd, BV=bvo,
+        G=SLOW_GROUP, UPCAST=up)
+    _bwd_dqdk_kernel[lambda m: (triton.cdiv(kd, m["BK"]), nc, b * h)](
+        q, k, v, bcum, piv, fast, hs, dhs, do, dq, dk, dg, scale, t, tp, nc, K=kd, V=vd, BT=bt, UPCAST=up)
+    _bwd_dqdk_slow_kernel[(triton.cdiv(nc, SLOW_GROUP), b * h)](
+        q, k, v, bcum, fast, hs, ht, dhs, do, dq, dk, dg, scale, t, tp, nc, K=kd, V=vd, BT=bt, BC=bc, BK=bkd, BV=bvo,
+        G=SLOW_GROUP, UPCAST=up)
+    return dq, dk, dv, dg, dh0
