@@ -7,7 +7,8 @@ the GPU (the first GLA kernels took ~20 s per autotune config and stalled two H2
 How: each workload below calls the ops' Python launchers on small CPU tensors with Triton's autotuner patched to
 record its launches (argument values, and the GPU autotune configs after pruning) instead of running them. Every
 recorded (kernel, specialisation, config) is then compiled ahead of time with ``triton.compile`` for
-``GPUTarget("cuda", 90, 32)`` in a fresh cache; ptxas ships with the triton wheel. Printed: compile seconds and
+``GPUTarget("cuda", 90, 32)`` in a fresh cache, specialised by Triton's own argument binder as a launch would be
+(pointer / int divisibility, so the same vectorisation, pipelining and shared memory); ptxas ships with the wheel. Printed: compile seconds and
 shared memory per config; exit status 1 when a compile fails, exceeds ``--max-seconds`` or needs more than
 ``--max-shared-kb`` (the H200's 227 KB per block by default).
 
@@ -32,16 +33,14 @@ os.environ.setdefault("TRITON_CACHE_DIR", tempfile.mkdtemp(prefix="zoo-triton-ao
 import torch  # noqa: E402
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.compiler import ASTSource  # noqa: E402
+from triton.compiler import ASTSource, make_backend  # noqa: E402
 from triton.runtime.autotuner import Autotuner  # noqa: E402
+from triton.runtime.jit import create_function_from_signature  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
 
 H200 = GPUTarget("cuda", 90, 32)
 H200_SHARED_KB = 227
-_TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.int32: "i32",
-          torch.int64: "i64", torch.bool: "i1"}
-
 
 @dataclass
 class Launch:
@@ -72,35 +71,36 @@ def record_launches(workload: str, out: list):
         Autotuner.run = original
 
 
-def signature(fn, values: dict) -> tuple[dict, dict]:
-    """(signature, constexprs) for ``ASTSource`` from argument values: tensors -> pointer types, ints -> i32/i64."""
-    sig, const = {}, {}
-    for i, name in enumerate(fn.arg_names):
-        val = values.get(name, fn.params[i].default)
-        if fn.params[i].is_constexpr or val is None:
-            sig[name], const[name] = "constexpr", val
-        elif isinstance(val, torch.Tensor):
-            sig[name] = "*" + _TYPES[val.dtype]
-        elif isinstance(val, bool):
-            sig[name] = "i1"
-        elif isinstance(val, int):
-            sig[name] = "i32" if -2 ** 31 <= val < 2 ** 31 else "i64"
-        elif isinstance(val, float):
-            sig[name] = "fp32"
-        else:
-            raise TypeError(f"{fn.__name__}: argument {name} has unsupported type {type(val).__name__}")
-    return sig, const
+_BINDERS: dict = {}
+
+
+def jit_specialised(fn, values: dict, options: dict):
+    """(ASTSource, options) exactly as ``JITFunction.run`` would compile ``fn`` for these argument values on an
+    sm_90 device: Triton's own binder derives the specialisation (16-byte divisibility of pointers and ints, ints
+    equal to 1 as constants), which decides vectorised loads, async-copy pipelining and so shared memory."""
+    backend = make_backend(H200)
+    binder = _BINDERS.get(fn)
+    if binder is None:
+        binder = _BINDERS[fn] = create_function_from_signature(fn.signature, fn.params, backend)
+    args = [values.get(p.name, p.default) for p in fn.params]
+    bound, specialization, _ = binder(*args, **options)
+    opts, sig, const, attrs = fn._pack_args(backend, options, bound, specialization, None)
+    return ASTSource(fn=fn, signature=sig, constexprs=const, attrs=attrs), opts.__dict__
 
 
 def compile_launch(launch: Launch):
     """Yield (config text, seconds, shared KB, error or None) for every config of ``launch``."""
     for cfg in launch.configs:
-        sig, const = signature(launch.fn, {**launch.args, **cfg.all_kwargs()})
+        values = {**launch.args, **cfg.all_kwargs()}
         text = " ".join(f"{k}={v}" for k, v in cfg.kwargs.items()) + f" w{cfg.num_warps} s{cfg.num_stages}"
+        options = {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+        if cfg.maxnreg is not None:
+            options["maxnreg"] = cfg.maxnreg
+            text += f" r{cfg.maxnreg}"
         t0 = time.perf_counter()
         try:
-            kernel = triton.compile(ASTSource(fn=launch.fn, signature=sig, constexprs=const), target=H200,
-                                    options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
+            src, opts = jit_specialised(launch.fn, values, options)
+            kernel = triton.compile(src, target=H200, options=opts)
             yield text, time.perf_counter() - t0, kernel.metadata.shared / 1024, None
         except Exception as e:  # noqa: BLE001 - reported as a failing row
             yield text, time.perf_counter() - t0, float("nan"), f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
@@ -187,6 +187,8 @@ WORKLOADS = {
     "gla bf16 K=V=128": lambda: _gla(torch.bfloat16, 128),
     "gla fp32 K=V=256": lambda: _gla(torch.float32, 256),
     "gla fp16 K=V=64 ragged T": lambda: _gla(torch.float16, 64, t=200),
+    # B*H = 2 and 64 chunks: the two-level state passes (segment summaries, then segments from their start states)
+    "gla bf16 K=V=128 T4096 two-level states": lambda: _gla(torch.bfloat16, 128, t=4096),
     "nsa importance bf16 D128": lambda: _nsa_importance(torch.bfloat16, 128),
     # other tile / prune paths of the same kernel (names kept out of the CI test's "nsa importance" pattern)
     "nsa (other paths) importance bf16 D128 videonsa bidirectional": lambda: _nsa_importance(
@@ -195,6 +197,21 @@ WORKLOADS = {
     "nsa (other paths) importance fp32 D64": lambda: _nsa_importance(torch.float32, 64),
     "nsa gate combine bf16 Dv128": lambda: _nsa_gates(torch.bfloat16, 128),
 }
+
+
+def _spec_key(fn, values: dict) -> tuple:
+    """What a launch specialises on: tensor dtype and 16-byte alignment, int width / == 1 / divisibility by 16,
+    constexpr values."""
+    key = []
+    for p in fn.params:
+        v = values.get(p.name)
+        if p.is_constexpr or v is None or isinstance(v, (bool, float, str)):
+            key.append(repr(v))
+        elif isinstance(v, torch.Tensor):
+            key.append((str(v.dtype), v.data_ptr() % 16 == 0))
+        else:
+            key.append(("int", -2 ** 31 <= v < 2 ** 31, v == 1, v % 16 == 0))
+    return tuple(key)
 
 
 def record(only: str | None = None) -> list[Launch]:
@@ -207,8 +224,7 @@ def record(only: str | None = None) -> list[Launch]:
         with record_launches(name, got), torch.no_grad():
             work()
         for launch in got:
-            key = (launch.fn.__name__, tuple(sorted(signature(launch.fn, launch.args)[0].items())),
-                   tuple(sorted((k, str(v)) for k, v in signature(launch.fn, launch.args)[1].items())))
+            key = (launch.fn.__name__, _spec_key(launch.fn, launch.args))
             if key not in seen:
                 seen.add(key)
                 launches.append(launch)

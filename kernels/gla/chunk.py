@@ -14,6 +14,13 @@ the two state passes are sequential, everything else runs over all chunks at onc
       inputs: every consumer casts to that dtype before its dot anyway) and the final state (fp32).
       _state_bwd_kernel: the reverse pass, dS_{n+1} (gradient of the state leaving chunk n, seeded with dht; matmul
       dtype) and the initial-state gradient (fp32).
+  Two levels when that grid is small (few batch*heads, long T; _num_segments picks P segments of L = NC / P
+      chunks, P = 1 otherwise): grid [P x K-blk, V-blk, B*H], PHASE 1 walks each segment from a zero state storing
+      nothing and writes its end state e_p and log2 decay d_p = sum of its chunks' b_last (fp32 scratch); PHASE 2
+      starts each segment from h0 carried through the earlier summaries (S = 2^d_q S + e_q, fp32) and walks it as the
+      single-level pass does, storing every S_n (the last segment: the final state). The backward pass does the same
+      in reverse (dht carried back through the later segments; the first segment stores dh0). The sequential depth
+      drops from NC chunk steps to about 2 NC / P + P; stored states are rounded once, as before.
 
 Fast chunks (all of them unless some gate channel decays by more than 2^-96, ~66 nats of log gate, within one chunk):
 the intra-chunk scores are one (BT, BT) matmul A = scale (q 2^(b-r)) (k 2^(r-b))^T, causal-masked afterwards. Both
@@ -52,6 +59,11 @@ LOG2E = tl.constexpr(1.4426950408889634)
 # Fast-path bound on |b - r| in log2 units: factors within 2^+-48 keep every product of a causal pair finite in fp32
 # (tf32 shares its exponent range) and far from subnormals. Read at call time; tests lower it to force the slow path.
 FAST_LIMIT = 48.0
+# Two-level state passes (see _num_segments): target programs per SM, minimum chunks per segment, and a forced segment
+# count (None: automatic; tests set it to take the two-level path at small sizes).
+SEG_WAVES = 3
+SEG_MIN_CHUNKS = 16
+SEGMENTS = None
 # Chunks per program of the slow-chunk kernels: when every chunk is fast their grids are short (one flag load each).
 SLOW_GROUP = 8
 
@@ -171,13 +183,28 @@ def _cumsum_kernel(g, bcum, piv, fast, lim, T, TP, NC, K: tl.constexpr, BT: tl.c
     tl.store(fast + bh * NC + n, (tl.max(half, axis=0) <= lim).to(tl.int32))
 
 
-@triton.autotune(configs=_state_configs(), key=["K", "V", "BT", "BK"], prune_configs_by=_BV_PRUNE)
 @triton.jit
-def _state_fwd_kernel(k, v, bcum, h0, h, ht, T, TP, NC,
+def _segment(L, NC, K: tl.constexpr, BK: tl.constexpr):
+    """(K-block, segment, first chunk, end chunk) of a state-pass program: grid axis 0 is segment * K-blocks + K-block;
+    segment p covers chunks [p L, min(p L + L, NC)) (one segment of L = NC for the single-level pass)."""
+    nk = tl.cdiv(K, BK)
+    pid = tl.program_id(0)
+    p = pid // nk
+    n0 = p * L
+    return pid % nk, p, n0, tl.minimum(n0 + L, NC)
+
+
+@triton.autotune(configs=_state_configs(), key=["K", "V", "BT", "BK", "PHASE"], prune_configs_by=_BV_PRUNE)
+@triton.jit
+def _state_fwd_kernel(k, v, bcum, h0, h, ht, e, d, T, TP, NC, L, NSEG,
                       K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-                      HAS_H0: tl.constexpr, UPCAST: tl.constexpr):
-    """h[bh, n] = S_n (state entering chunk n, h's dtype), ht = S_NC (fp32), for one (K-block, V-block, batch*head)."""
-    ik = tl.program_id(0)
+                      HAS_H0: tl.constexpr, UPCAST: tl.constexpr, PHASE: tl.constexpr):
+    """One (segment x K-block, V-block, batch*head) program. PHASE 0 (one segment) and 2: h[bh, n] = S_n (state
+    entering chunk n, h's dtype) over the segment and ht = S_NC (fp32) from the last segment; PHASE 2 starts from
+    S_{p L} = h0 decayed and updated through the summaries of the earlier segments (S = 2^d_q S + e_q, fp32).
+    PHASE 1: the segment's summary, walked from a zero state storing nothing: e[bh, p] = its end state (fp32) and
+    d[bh, p] = sum over its chunks of b_last (log2 decay of the segment per K row, fp32)."""
+    ik, p, n0, n1 = _segment(L, NC, K, BK)
     iv = tl.program_id(1)
     bh = tl.program_id(2).to(tl.int64)
     DT = tl.float32 if UPCAST else k.dtype.element_ty
@@ -187,32 +214,48 @@ def _state_fwd_kernel(k, v, bcum, h0, h, ht, T, TP, NC,
     k += bh * T * K
     v += bh * T * V
     bcum += bh * TP * K
-    h += bh * NC * K * V
+    h += (bh * NC + n0) * K * V
     ms = (ok[:, None] < K) & (ov[None, :] < V)
     off = ok[:, None] * V + ov[None, :]
     s = tl.zeros([BK, BV], dtype=tl.float32)
-    if HAS_H0:
-        s = tl.load(h0 + bh * K * V + off, mask=ms, other=0.0).to(tl.float32)
-    for n in tl.range(0, NC):
-        tl.store(h + off, s.to(h.dtype.element_ty), mask=ms)
-        h += K * V
+    dsum = tl.zeros([BK], dtype=tl.float32)
+    if PHASE != 1:
+        if HAS_H0:
+            s = tl.load(h0 + bh * K * V + off, mask=ms, other=0.0).to(tl.float32)
+        if PHASE == 2:
+            for j in tl.range(0, p):
+                dj = tl.load(d + (bh * NSEG + j) * K + ok, mask=ok < K, other=0.0)
+                s = s * tl.exp2(dj)[:, None] + tl.load(e + (bh * NSEG + j) * K * V + off, mask=ms, other=0.0)
+    for n in tl.range(n0, n1):
+        if PHASE != 1:
+            tl.store(h + off, s.to(h.dtype.element_ty), mask=ms)
+            h += K * V
         r_n = n * BT + ot
         b_n = _rows(bcum, r_n, ok, TP, K, K)
         b_last = _row(bcum, n * BT + BT - 1, ok, TP, K, K)
         k_n = (_rows(k, r_n, ok, T, K, K) * tl.exp2(b_last[None, :] - b_n)).to(DT)
         v_n = _rows(v, r_n, ov, T, V, V).to(DT)
         s = s * tl.exp2(b_last)[:, None] + tl.dot(tl.trans(k_n), v_n, out_dtype=tl.float32)
-    tl.store(ht + bh * K * V + off, s, mask=ms)
+        if PHASE == 1:
+            dsum += b_last
+    if PHASE == 1:
+        tl.store(e + (bh * NSEG + p) * K * V + off, s, mask=ms)
+        tl.store(d + (bh * NSEG + p) * K + ok, dsum, mask=(ok < K) & (iv == 0))
+    elif p == NSEG - 1:
+        tl.store(ht + bh * K * V + off, s, mask=ms)
 
 
-@triton.autotune(configs=_state_configs(), key=["K", "V", "BT", "BK"], prune_configs_by=_BV_PRUNE)
+@triton.autotune(configs=_state_configs(), key=["K", "V", "BT", "BK", "PHASE"], prune_configs_by=_BV_PRUNE)
 @triton.jit
-def _state_bwd_kernel(q, do, bcum, dht, dh, dh0, scale, T, TP, NC,
+def _state_bwd_kernel(q, do, bcum, dht, dh, dh0, e, d, scale, T, TP, NC, L, NSEG,
                       K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-                      HAS_DHT: tl.constexpr, UPCAST: tl.constexpr):
-    """dh[bh, n] = gradient of S_{n+1} (state leaving chunk n; dht for the last; dh's dtype), dh0 = gradient of S_0
-    (fp32)."""
-    ik = tl.program_id(0)
+                      HAS_DHT: tl.constexpr, UPCAST: tl.constexpr, PHASE: tl.constexpr):
+    """The reverse pass, one (segment x K-block, V-block, batch*head) program, chunks from the segment's last. PHASE 0
+    (one segment) and 2: dh[bh, n] = gradient of S_{n+1} (state leaving chunk n; dht for the last; dh's dtype) and,
+    from the first segment, dh0 = gradient of S_0 (fp32); PHASE 2 seeds the segment's end with dht carried back
+    through the summaries of the later segments (dS = 2^d_q dS + e_q, fp32). PHASE 1: e[bh, p] = the segment's
+    gradient to the state entering it from a zero seed, d[bh, p] = its log2 decay (as in _state_fwd_kernel)."""
+    ik, p, n0, n1 = _segment(L, NC, K, BK)
     iv = tl.program_id(1)
     bh = tl.program_id(2).to(tl.int64)
     DT = tl.float32 if UPCAST else q.dtype.element_ty
@@ -222,23 +265,37 @@ def _state_bwd_kernel(q, do, bcum, dht, dh, dh0, scale, T, TP, NC,
     q += bh * T * K
     do += bh * T * V
     bcum += bh * TP * K
-    dh += (bh * NC + NC - 1) * K * V
+    dh += (bh * NC + n1 - 1) * K * V
     ms = (ok[:, None] < K) & (ov[None, :] < V)
     off = ok[:, None] * V + ov[None, :]
     ds = tl.zeros([BK, BV], dtype=tl.float32)
-    if HAS_DHT:
-        ds = tl.load(dht + bh * K * V + off, mask=ms, other=0.0).to(tl.float32)
-    for nn in tl.range(0, NC):
-        t0 = (NC - 1 - nn) * BT
-        tl.store(dh + off, ds.to(dh.dtype.element_ty), mask=ms)
-        dh -= K * V
+    dsum = tl.zeros([BK], dtype=tl.float32)
+    if PHASE != 1:
+        if HAS_DHT:
+            ds = tl.load(dht + bh * K * V + off, mask=ms, other=0.0).to(tl.float32)
+        if PHASE == 2:
+            for jj in tl.range(0, NSEG - 1 - p):
+                j = NSEG - 1 - jj
+                dj = tl.load(d + (bh * NSEG + j) * K + ok, mask=ok < K, other=0.0)
+                ds = ds * tl.exp2(dj)[:, None] + tl.load(e + (bh * NSEG + j) * K * V + off, mask=ms, other=0.0)
+    for nn in tl.range(0, n1 - n0):
+        t0 = (n1 - 1 - nn) * BT
+        if PHASE != 1:
+            tl.store(dh + off, ds.to(dh.dtype.element_ty), mask=ms)
+            dh -= K * V
         r_n = t0 + ot
         b_n = _rows(bcum, r_n, ok, TP, K, K)
         b_last = _row(bcum, t0 + BT - 1, ok, TP, K, K)
         q_n = (_rows(q, r_n, ok, T, K, K) * scale * tl.exp2(b_n)).to(DT)
         do_n = _rows(do, r_n, ov, T, V, V).to(DT)
         ds = ds * tl.exp2(b_last)[:, None] + tl.dot(tl.trans(q_n), do_n, out_dtype=tl.float32)
-    tl.store(dh0 + bh * K * V + off, ds, mask=ms)
+        if PHASE == 1:
+            dsum += b_last
+    if PHASE == 1:
+        tl.store(e + (bh * NSEG + p) * K * V + off, ds, mask=ms)
+        tl.store(d + (bh * NSEG + p) * K + ok, dsum, mask=(ok < K) & (iv == 0))
+    elif p == 0:
+        tl.store(dh0 + bh * K * V + off, ds, mask=ms)
 
 
 # ------------------------------------------------------------------------------------------------ fast chunks
@@ -642,6 +699,40 @@ def _gates(g, nc, bt):
     return bcum, piv, fast
 
 
+def _num_segments(b, h, kd, vd, nc, device) -> int:
+    """P, the segments of the two-level state passes: enough programs for SEG_WAVES per SM when the single-level grid
+    (K-blocks x V-blocks of 64 x B*H) is small, segments of >= SEG_MIN_CHUNKS chunks; 1 (single level) for large
+    grids. ``SEGMENTS`` (tests) forces P, clamped to [1, NC]."""
+    if SEGMENTS is not None:
+        return max(1, min(int(SEGMENTS), nc))
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
+    progs = triton.cdiv(kd, _blocks(kd, vd)[0]) * triton.cdiv(vd, min(64, max(16, triton.next_power_of_2(vd)))) * b * h
+    return max(1, min(triton.cdiv(SEG_WAVES * sms, progs), nc // SEG_MIN_CHUNKS))
+
+
+def _segments(b, h, kd, vd, nc, device):
+    """(P, L): P segments of L chunks (the last may be shorter; none empty); (1, NC) for the single-level pass."""
+    seg = _num_segments(b, h, kd, vd, nc, device)
+    ln = triton.cdiv(nc, seg)
+    return triton.cdiv(nc, ln), ln
+
+
+def _state_pass(kernel, args, scalars, const, b, h, kd, vd, bk, nc, device):
+    """Launch a state pass (``kernel`` with its leading tensors ``args``, then ``scalars`` and ``const``): single level
+    (PHASE 0) for P = 1; otherwise PHASE 1 (segment summaries into fp32 scratch) then PHASE 2 (every segment from its
+    start state), both on a (P x K-blocks, V-blocks, B*H) grid."""
+    seg, ln = _segments(b, h, kd, vd, nc, device)
+    nk = triton.cdiv(kd, bk)
+    grid = lambda m: (seg * nk, triton.cdiv(vd, m["BV"]), b * h)  # noqa: E731
+    if seg == 1:
+        kernel[grid](*args, args[-1], args[-1], *scalars, nc, 1, **const, PHASE=0)  # e, d unused
+        return
+    e = torch.empty(b * h, seg, kd, vd, device=device, dtype=torch.float32)
+    d = torch.empty(b * h, seg, kd, device=device, dtype=torch.float32)
+    for phase in (1, 2):
+        kernel[grid](*args, e, d, *scalars, ln, seg, **const, PHASE=phase)
+
+
 def _states(k, v, bcum, initial_state, nc, bt):
     """(S_n for every chunk (B*H, NC, K, V) in the state dtype, final state (B, H, K, V) fp32)."""
     b, h, t, kd = k.shape
@@ -650,9 +741,9 @@ def _states(k, v, bcum, initial_state, nc, bt):
     hs = torch.empty(b * h, nc, kd, vd, device=k.device, dtype=_state_dtype(k))
     ht = torch.empty(b, h, kd, vd, device=k.device, dtype=torch.float32)
     h0 = initial_state.float().contiguous() if initial_state is not None else ht
-    _state_fwd_kernel[lambda m: (triton.cdiv(kd, bk), triton.cdiv(vd, m["BV"]), b * h)](
-        k, v, bcum, h0, hs, ht, t, nc * bt, nc, K=kd, V=vd, BT=bt, BK=bk, HAS_H0=initial_state is not None,
-        UPCAST=_upcast(k))
+    _state_pass(_state_fwd_kernel, (k, v, bcum, h0, hs, ht), (t, nc * bt, nc),
+                dict(K=kd, V=vd, BT=bt, BK=bk, HAS_H0=initial_state is not None, UPCAST=_upcast(k)),
+                b, h, kd, vd, bk, nc, k.device)
     return hs, ht
 
 
@@ -696,8 +787,8 @@ def gla_chunk_bwd(do, dht, q, k, v, g, initial_state, final_state, scale=None):
     dhs = torch.empty(b * h, nc, kd, vd, device=q.device, dtype=_state_dtype(q))
     dh0 = torch.empty(b, h, kd, vd, device=q.device, dtype=torch.float32)
     dht_c = dht.float().contiguous() if dht is not None else dh0
-    _state_bwd_kernel[lambda m: (triton.cdiv(kd, bk), triton.cdiv(vd, m["BV"]), b * h)](
-        q, do, bcum, dht_c, dhs, dh0, scale, t, tp, nc, K=kd, V=vd, BT=bt, BK=bk, HAS_DHT=dht is not None, UPCAST=up)
+    _state_pass(_state_bwd_kernel, (q, do, bcum, dht_c, dhs, dh0), (scale, t, tp, nc),
+                dict(K=kd, V=vd, BT=bt, BK=bk, HAS_DHT=dht is not None, UPCAST=up), b, h, kd, vd, bk, nc, q.device)
     dq = torch.empty_like(q)
     dk = torch.empty_like(k)
     dv = torch.empty_like(v)

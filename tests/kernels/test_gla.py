@@ -107,6 +107,37 @@ def test_slow_chunk_path_matches_reference(monkeypatch, dtype, kd, vd, t, b, h):
     _check_chunk_and_recurrent(dtype, kd, vd, t, True, 1.0, b, h)
 
 
+@needs_triton
+@pytest.mark.parametrize("dtype,kd,vd,t,h0,segs", [
+    (torch.float32, 80, 72, 150, True, 3),  # NC = 5: segments of 2, 2, 1 chunks; two K- and V-blocks
+    (torch.float32, 16, 32, 170, True, 6),  # one chunk per segment, strong-ish gates
+    (torch.bfloat16, 24, 40, 161, False, 2),
+])
+def test_segmented_state_passes_match_reference_and_single_level(monkeypatch, dtype, kd, vd, t, h0, segs):
+    """Two-level state passes (segment summaries, then every segment from its carried-in start state) forced at small
+    sizes, ragged T: outputs, final state and every gradient against the fp64 loop and the single-level pass."""
+    from zoo.kernels.gla import chunk
+
+    b, h, nc = 1, 2, -(-t // chunk.chunk_sizes()[0])
+    assert chunk._segments(b, h, kd, vd, nc, torch.device("cpu"))[0] == 1  # the automatic rule: single level here
+    q, k, v, g, s0 = _inputs(b, h, t, kd, vd, dtype, h0, 3.0 if kd == 16 else 1.0)
+    gen = torch.Generator().manual_seed(1)
+    do, dht = torch.randn(b, h, t, vd, generator=gen), torch.randn(b, h, kd, vd, generator=gen)
+    fn = lambda q, k, v, g, s: gla(q, k, v, g, s, True, mode="chunk")  # noqa: E731
+    single = _grads(fn, q, k, v, g, s0, do, dht)
+    monkeypatch.setattr(chunk, "SEGMENTS", segs)
+    assert chunk._segments(b, h, kd, vd, nc, torch.device("cpu"))[0] == min(segs, nc) > 1
+    got = _grads(fn, q, k, v, g, s0, do, dht)
+    ref = _grads(lambda q, k, v, g, s: gla_reference(q.double(), k.double(), v.double(), g.double(),
+                                                     None if s is None else s.double(), True),
+                 q, k, v, g, s0, do.double(), dht.double())
+    tol = {torch.float32: 2e-4, torch.bfloat16: 4e-2}[dtype]
+    names = ["o", "final state", "dq", "dk", "dv", "dg", "dh0"][:len(got[2]) + 2]
+    for name, a, r, one in zip(names, [*got[:2], *got[2]], [*ref[:2], *ref[2]], [*single[:2], *single[2]]):
+        _close(f"segmented {name}", a, r.float(), tol)
+        _close(f"segmented vs single-level {name}", a, one, 1e-5 if dtype == torch.float32 else 1e-2)
+
+
 def _dg(fn, x, do, dht):
     leaves = [t.detach().clone().requires_grad_() for t in x]
     o, st = fn(*leaves)
