@@ -135,6 +135,26 @@ def _nsa_like_mask(n=4096, bs=64):
     return dict(causal=True, block_indices=idx, block_counts=cnt, block_size=bs)
 
 
+def _attention_packed(dtype, d, n=256, bs=64, group=4):
+    """Block-sparse lists shared by the KV group (Hb = Hkv) with head packing on (PACK_GQA_HEADS): the forward and
+    dq kernels take their PACK > 1 specialisation (block 64: PACK 2, 128-row tiles)."""
+    from unittest import mock
+
+    from zoo.kernels.attention import triton_common
+    from zoo.kernels.attention.triton_bwd import attention_bwd
+    from zoo.kernels.attention.triton_fwd import attention_fwd
+
+    nb = n // bs
+    q = torch.randn(1, group, n, d, dtype=dtype)
+    k, v = (torch.randn(1, 1, n, d, dtype=dtype) for _ in range(2))
+    mask = dict(causal=True, block_size=bs,
+                block_indices=torch.arange(nb, dtype=torch.int32).expand(1, 1, nb, nb).contiguous(),
+                block_counts=(torch.arange(nb, dtype=torch.int32) + 1).expand(1, 1, nb).contiguous())
+    with mock.patch.object(triton_common, "PACK_GQA_HEADS", True):
+        o, lse = attention_fwd(q, k, v, scale=d ** -0.5, **mask)
+        attention_bwd(torch.randn_like(o), q, k, v, o, lse, scale=d ** -0.5, **mask)
+
+
 def _gla(dtype, dim, t=256):
     """Every GLA kernel: the fast- and slow-chunk kernels are both launched on every call (each skips the chunks of
     the other kind on the device), the recurrent kernel, and the autotune configs left after clamping to K, V."""
@@ -182,6 +202,11 @@ WORKLOADS = {
     "attention bf16 D128 block-sparse": lambda: _attention(torch.bfloat16, 128, **_blocksparse_mask()),
     "attention bf16 D128 block-sparse long lists (split dk/dv)": lambda: _attention(
         torch.bfloat16, 128, n=4096, **_nsa_like_mask()),
+    # names kept out of the CI test's "attention fp32" pattern
+    "attention (head-packed) bf16 D128 block-sparse GQA4 (PACK 2)": lambda: _attention_packed(torch.bfloat16, 128),
+    "attention (head-packed) fp16 D64 block-sparse GQA4 (PACK 2)": lambda: _attention_packed(torch.float16, 64),
+    "attention (head-packed) fp32 D64 block-sparse GQA4 bs32 (PACK 4)": lambda: _attention_packed(
+        torch.float32, 64, bs=32),
     "attention bf16 D256 full": lambda: _attention(torch.bfloat16, 256),
     "attention fp32 D64 causal": lambda: _attention(torch.float32, 64, causal=True),
     "gla bf16 K=V=128": lambda: _gla(torch.bfloat16, 128),

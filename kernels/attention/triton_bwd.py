@@ -21,8 +21,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_common import (INTERPRET, check_inputs, head_block, key_bounds, last_dim_contiguous, prune_configs,
-                            query_bounds, seq_info, split_range, transpose_block_lists, visible, visible_t)
+from .triton_common import (INTERPRET, check_inputs, head_block, key_bounds, last_dim_contiguous, pack_heads,
+                            prune_configs, query_bounds, seq_info, split_range, transpose_block_lists, visible,
+                            visible_t)
 
 LOG2E = 1.4426950408889634
 
@@ -94,6 +95,7 @@ def _prune_dq(configs, named_args, **kwargs):
 _KEY = ["HEAD_DIM", "HEAD_DIM_V", "CAUSAL", "HAS_WL", "HAS_WR", "VARLEN", "SPARSE", "BLOCK_SIZE", "IS_FP32",
         "wl", "wr"]  # window sizes: narrow bands tune over more tiles (prune_configs)
 _DKDV_KEY = _KEY + ["SPLIT", "SEG"]
+_DQ_KEY = _KEY + ["PACK"]
 
 
 @triton.autotune(configs=_bwd_configs(_DKDV_FAST), key=_DKDV_KEY,
@@ -246,7 +248,7 @@ def _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn, offs
     return dq
 
 
-@triton.autotune(configs=_bwd_configs(_DQ_FAST), key=_KEY, prune_configs_by={"early_config_prune": _prune_dq})
+@triton.autotune(configs=_bwd_configs(_DQ_FAST), key=_DQ_KEY, prune_configs_by={"early_config_prune": _prune_dq})
 @triton.jit
 def _attn_bwd_dq_kernel(
     Q, K, V, DO, LSE, DELTA, DQ, O, CU_Q, CU_K, SEQLENS_K, BIDX, BCNT,
@@ -258,44 +260,63 @@ def _attn_bwd_dq_kernel(
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, VARLEN: tl.constexpr,
     HAS_SEQLENS_K: tl.constexpr, SPARSE: tl.constexpr, BLOCK_SIZE: tl.constexpr, IS_FP32: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PACK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
+    # PACK > 1 (head packing, see triton_fwd): row r is head h + r // ROWS at position m0 + r % ROWS.
     PREC: tl.constexpr = "ieee" if IS_FP32 else "tf32"
+    ROWS: tl.constexpr = BLOCK_M // PACK
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    pid_b = pid_bh // H
-    h = pid_bh % H
+    if PACK == 1:
+        pid_b = pid_bh // H
+        h = pid_bh % H
+    else:  # heads h .. h + PACK - 1 of one KV group (PACK divides GROUP)
+        pid_b = pid_bh // (H // PACK)
+        h = (pid_bh % (H // PACK)) * PACK
     hk = h // GROUP
     q_start, Lq, k_start, Lk, kv_len = seq_info(pid_b, CU_Q, CU_K, SEQLENS_K, NQ, NK, VARLEN, HAS_SEQLENS_K)
-    m0 = pid_m * BLOCK_M
+    m0 = pid_m * ROWS
     if m0 >= Lq:
         return
     off = Lk - Lq
     bt = pid_b.to(tl.int64)
     if VARLEN:
         bt = bt * 0
-    offs_m = m0 + tl.arange(0, BLOCK_M)
+    if PACK == 1:
+        offs_m = m0 + tl.arange(0, BLOCK_M)
+    else:
+        offs_m = m0 + tl.arange(0, BLOCK_M) % ROWS
+        dh = (tl.arange(0, BLOCK_M) // ROWS).to(tl.int64)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     rmask = offs_m < Lq
     q_off = bt * stride_qb + h.to(tl.int64) * stride_qh + q_start.to(tl.int64) * stride_qn
     do_off = bt * stride_dob + h.to(tl.int64) * stride_doh + q_start.to(tl.int64) * stride_don
     l_off = bt * stride_lb + h.to(tl.int64) * stride_lh + q_start
-    q = tl.load(Q + q_off + offs_m[:, None] * stride_qn + offs_d[None, :],
-                mask=rmask[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
-    do = tl.load(DO + do_off + offs_m[:, None] * stride_don + offs_dv[None, :],
-                 mask=rmask[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)
-    lse = tl.load(LSE + l_off + offs_m, mask=rmask, other=float("-inf"))
-    lse2 = tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
     o_off = bt * stride_ob + h.to(tl.int64) * stride_oh + q_start.to(tl.int64) * stride_on
-    o = tl.load(O + o_off + offs_m[:, None] * stride_on + offs_dv[None, :],
+    q_rows = offs_m[:, None] * stride_qn
+    do_rows = offs_m[:, None] * stride_don
+    l_rows = offs_m
+    o_rows = offs_m[:, None] * stride_on
+    if PACK > 1:
+        q_rows = q_rows + dh[:, None] * stride_qh
+        do_rows = do_rows + dh[:, None] * stride_doh
+        l_rows = l_rows + dh * stride_lh
+        o_rows = o_rows + dh[:, None] * stride_oh
+    q = tl.load(Q + q_off + q_rows + offs_d[None, :],
+                mask=rmask[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
+    do = tl.load(DO + do_off + do_rows + offs_dv[None, :],
+                 mask=rmask[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)
+    lse = tl.load(LSE + l_off + l_rows, mask=rmask, other=float("-inf"))
+    lse2 = tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
+    o = tl.load(O + o_off + o_rows + offs_dv[None, :],
                 mask=rmask[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)  # preprocess fused here; the dk/dv kernel reads it
-    tl.store(DELTA + l_off + offs_m, delta, mask=rmask)
+    tl.store(DELTA + l_off + l_rows, delta, mask=rmask)
     k_base = K + bt * stride_kb + hk.to(tl.int64) * stride_kh + k_start.to(tl.int64) * stride_kn
     v_base = V + bt * stride_vb + hk.to(tl.int64) * stride_vh + k_start.to(tl.int64) * stride_vn
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    lo, hi, flo, fhi = key_bounds(m0, BLOCK_M, Lq, kv_len, off, wl, wr, CAUSAL, HAS_WL, HAS_WR)
+    lo, hi, flo, fhi = key_bounds(m0, ROWS, Lq, kv_len, off, wl, wr, CAUSAL, HAS_WL, HAS_WR)
     if SPARSE:
         hb = h // HB_DIV
         qb = m0 // BLOCK_SIZE
@@ -326,7 +347,10 @@ def _attn_bwd_dq_kernel(
                        c, e, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_N, True,
                        CAUSAL, HAS_WL, HAS_WR, PREC)
     dq_off = bt * stride_dqb + h.to(tl.int64) * stride_dqh + q_start.to(tl.int64) * stride_dqn
-    tl.store(DQ + dq_off + offs_m[:, None] * stride_dqn + offs_d[None, :], (dq * scale).to(DQ.dtype.element_ty),
+    dq_rows = offs_m[:, None] * stride_dqn
+    if PACK > 1:
+        dq_rows = dq_rows + dh[:, None] * stride_dqh
+    tl.store(DQ + dq_off + dq_rows + offs_d[None, :], (dq * scale).to(DQ.dtype.element_ty),
              mask=rmask[:, None] & (offs_d[None, :] < HEAD_DIM))
 
 
@@ -424,12 +448,14 @@ def attention_bwd(do, q, k, v, o, lse, *, scale: float, causal: bool = False, wi
     common_strides = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2), v.stride(0),
                       v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2), lse.stride(0),
                       lse.stride(1))
-    # dq first: it also computes delta = rowsum(o * do), which the dk/dv kernel reads.
+    # dq first: it also computes delta = rowsum(o * do), which the dk/dv kernel reads. With head packing a dq
+    # program takes BLOCK_M // pack positions of pack heads.
+    pack = pack_heads(ma, H, Hkv)
     if max_q > 0:
-        _attn_bwd_dq_kernel[lambda m: (triton.cdiv(max_q, m["BLOCK_M"]), n_seq * H)](
+        _attn_bwd_dq_kernel[lambda m: (triton.cdiv(max_q, m["BLOCK_M"] // pack), n_seq * H // pack)](
             q, k, v, do, lse, delta, dq, o, cu_q, cu_k, sk, bidx, bcnt, *common_strides,
             dq.stride(0), dq.stride(1), dq.stride(2), o.stride(0), o.stride(1), o.stride(2), *sb,
-            H, H // Hkv, hb_div, Nq, Nk, scale * LOG2E, scale, ma.window_left, ma.window_right, **meta)
+            H, H // Hkv, hb_div, Nq, Nk, scale * LOG2E, scale, ma.window_left, ma.window_right, **meta, PACK=pack)
     if max_k > 0:
         kernel = _attn_bwd_dkdv_split_kernel if split else _attn_bwd_dkdv_kernel
         kernel[lambda m: (triton.cdiv(max_k, m["BLOCK_N"]), n_seq * Hkv, nseg)](

@@ -20,6 +20,13 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_HEAD_DIM = 256
 
+# Head packing for block-sparse lists shared by a KV group (Hb = Hkv, GROUP > 1): one forward / dq program takes
+# PACK query heads of the group x BLOCK_M / PACK positions of one query block, so every K/V tile of the shared list
+# serves PACK heads and the MMA tiles are PACK times taller (block 64: 128-row tiles). Read by the launchers at each
+# call; off until measured on the GPU.
+PACK_GQA_HEADS = False
+PACK_TILE_ROWS = 128  # PACK = largest power of two dividing GROUP, at most PACK_TILE_ROWS // block_size (and 8)
+
 
 @dataclass
 class MaskArgs:
@@ -137,18 +144,29 @@ def head_block(d: int) -> int:
     return max(16, triton.next_power_of_2(d))
 
 
+def pack_heads(ma: MaskArgs, hq: int, hkv: int) -> int:
+    """PACK for the forward / dq kernels: query heads of one KV group per program (1 = one head, the default)."""
+    if not PACK_GQA_HEADS or not ma.sparse or ma.block_indices.shape[1] != hkv or hq == hkv:
+        return 1
+    group = hq // hkv
+    return max(1, min(group & -group, PACK_TILE_ROWS // ma.block_size, 8))
+
+
 def last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
 def prune_configs(configs, named_args, kwargs, fast, d256, small):
     """Autotune candidates for one launch: tiles within the sparse block size, small tiles for head dim 256, small
-    sparse blocks and fp32; small tiles added to the fast ones for bands narrower than 64 keys.
+    sparse blocks and fp32; small tiles added to the fast ones for bands narrower than 64 keys. With head packing
+    (PACK > 1) a tile holds PACK heads x BLOCK_M / PACK rows of one query block: only the tallest such tiles are kept
+    (block 64, PACK 2: BLOCK_M 128).
     ZOO_ATTN_TRITON_SINGLE_CONFIG=1 keeps only the first candidate (quick GPU tests)."""
     def get(name, default):
         return kwargs.get(name, named_args.get(name, default))
 
     bs = get("BLOCK_SIZE", 0)
+    pack = get("PACK", 1)
     d = max(get("BLOCK_D", 64), get("BLOCK_DV", 64))
     if INTERPRET:
         allowed = None
@@ -172,9 +190,12 @@ def prune_configs(configs, named_args, kwargs, fast, d256, small):
         shape = (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
         if allowed is not None and shape not in allowed:
             continue
-        if bs and (shape[0] > bs or shape[1] > bs):
+        if bs and (shape[0] > bs * pack or shape[1] > bs):
             continue
         out.append(c)
+    if pack > 1 and out:
+        tallest = max(c.kwargs["BLOCK_M"] for c in out)
+        out = [c for c in out if c.kwargs["BLOCK_M"] == tallest]
     if not out:
         out = [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1)]
     if os.environ.get("ZOO_ATTN_TRITON_SINGLE_CONFIG") == "1":

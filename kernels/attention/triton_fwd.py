@@ -2,7 +2,9 @@
 
 Each program owns BLOCK_M queries of one (sequence, query head) and visits only the key tiles its mask can reach
 (causal / window / padding / varlen bounds, block-sparse lists); tiles fully inside the visible region skip the
-elementwise mask.
+elementwise mask. With head packing (PACK > 1, block-sparse lists shared by a KV group, ``PACK_GQA_HEADS``) the
+BLOCK_M rows are PACK heads x BLOCK_M / PACK positions of one query block: row r is head h0 + r // (BLOCK_M / PACK)
+at position m0 + r % (BLOCK_M / PACK).
 """
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_common import (INTERPRET, check_inputs, head_block, key_bounds, last_dim_contiguous, prune_configs,
-                            seq_info, split_range, visible)
+from .triton_common import (INTERPRET, check_inputs, head_block, key_bounds, last_dim_contiguous, pack_heads,
+                            prune_configs, seq_info, split_range, visible)
 
 LOG2E = 1.4426950408889634
 
@@ -69,7 +71,7 @@ def _prune(configs, named_args, **kwargs):
 
 
 _KEY = ["HEAD_DIM", "HEAD_DIM_V", "CAUSAL", "HAS_WL", "HAS_WR", "VARLEN", "SPARSE", "BLOCK_SIZE", "IS_FP32",
-        "wl", "wr"]  # window sizes: narrow bands tune over more tiles (prune_configs)
+        "PACK", "wl", "wr"]  # window sizes: narrow bands tune over more tiles (prune_configs)
 
 
 @triton.autotune(configs=_fwd_configs(), key=_KEY, prune_configs_by={"early_config_prune": _prune})
@@ -83,37 +85,49 @@ def _attn_fwd_kernel(
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, VARLEN: tl.constexpr,
     HAS_SEQLENS_K: tl.constexpr, SPARSE: tl.constexpr, BLOCK_SIZE: tl.constexpr, IS_FP32: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PACK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     PREC: tl.constexpr = "ieee" if IS_FP32 else "tf32"
+    ROWS: tl.constexpr = BLOCK_M // PACK  # query positions per program (rows per packed head)
     pid_m = tl.program_id(0)
     if CAUSAL:  # longest rows first: better tail balance
         pid_m = tl.num_programs(0) - 1 - pid_m
     pid_bh = tl.program_id(1)
-    pid_b = pid_bh // H
-    h = pid_bh % H
+    if PACK == 1:
+        pid_b = pid_bh // H
+        h = pid_bh % H
+    else:  # heads h .. h + PACK - 1 of one KV group (PACK divides GROUP)
+        pid_b = pid_bh // (H // PACK)
+        h = (pid_bh % (H // PACK)) * PACK
     hk = h // GROUP
     q_start, Lq, k_start, Lk, kv_len = seq_info(pid_b, CU_Q, CU_K, SEQLENS_K, NQ, NK, VARLEN, HAS_SEQLENS_K)
-    m0 = pid_m * BLOCK_M
+    m0 = pid_m * ROWS
     if m0 >= Lq:
         return
     off = Lk - Lq
     bt = pid_b.to(tl.int64)
     if VARLEN:
         bt = bt * 0
-    offs_m = m0 + tl.arange(0, BLOCK_M)
+    if PACK == 1:
+        offs_m = m0 + tl.arange(0, BLOCK_M)
+    else:  # row r: head h + r // ROWS, position m0 + r % ROWS
+        offs_m = m0 + tl.arange(0, BLOCK_M) % ROWS
+        dh = (tl.arange(0, BLOCK_M) // ROWS).to(tl.int64)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     q_base = Q + bt * stride_qb + h.to(tl.int64) * stride_qh + q_start.to(tl.int64) * stride_qn
     k_base = K + bt * stride_kb + hk.to(tl.int64) * stride_kh + k_start.to(tl.int64) * stride_kn
     v_base = V + bt * stride_vb + hk.to(tl.int64) * stride_vh + k_start.to(tl.int64) * stride_vn
-    q = tl.load(q_base + offs_m[:, None] * stride_qn + offs_d[None, :],
+    q_rows = offs_m[:, None] * stride_qn
+    if PACK > 1:
+        q_rows = q_rows + dh[:, None] * stride_qh
+    q = tl.load(q_base + q_rows + offs_d[None, :],
                 mask=(offs_m[:, None] < Lq) & (offs_d[None, :] < HEAD_DIM), other=0.0)
 
     acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    lo, hi, flo, fhi = key_bounds(m0, BLOCK_M, Lq, kv_len, off, wl, wr, CAUSAL, HAS_WL, HAS_WR)
+    lo, hi, flo, fhi = key_bounds(m0, ROWS, Lq, kv_len, off, wl, wr, CAUSAL, HAS_WL, HAS_WR)
     if SPARSE:
         hb = h // HB_DIV
         qb = m0 // BLOCK_SIZE
@@ -149,10 +163,15 @@ def _attn_fwd_kernel(
     o = acc / l_safe[:, None]
     lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * 0.6931471805599453)
     o_base = O + bt * stride_ob + h.to(tl.int64) * stride_oh + q_start.to(tl.int64) * stride_on
-    tl.store(o_base + offs_m[:, None] * stride_on + offs_dv[None, :], o.to(O.dtype.element_ty),
+    o_rows = offs_m[:, None] * stride_on
+    l_rows = offs_m
+    if PACK > 1:
+        o_rows = o_rows + dh[:, None] * stride_oh
+        l_rows = l_rows + dh * stride_lh
+    tl.store(o_base + o_rows + offs_dv[None, :], o.to(O.dtype.element_ty),
              mask=(offs_m[:, None] < Lq) & (offs_dv[None, :] < HEAD_DIM_V))
     l_base = LSE + bt * stride_lb + h.to(tl.int64) * stride_lh + q_start
-    tl.store(l_base + offs_m, lse, mask=offs_m < Lq)
+    tl.store(l_base + l_rows, lse, mask=offs_m < Lq)
 
 
 
@@ -161,7 +180,10 @@ def _dummy(device) -> torch.Tensor:
 
 
 def launch_fwd(q, k, v, o, lse, scale: float, ma) -> None:
-    """Run the forward kernel into preallocated o (B, Hq, Nq, Dv) and lse (B, Hq, Nq) float32."""
+    """Run the forward kernel into preallocated o (B, Hq, Nq, Dv) and lse (B, Hq, Nq) float32.
+
+    Head packing (``triton_common.PACK_GQA_HEADS``, see ``pack_heads``) applies to block-sparse lists shared by a KV
+    group."""
     B, H, Nq, D = q.shape
     Hkv, Nk, Dv = k.shape[1], k.shape[2], v.shape[3]
     dev = q.device
@@ -181,9 +203,10 @@ def launch_fwd(q, k, v, o, lse, scale: float, ma) -> None:
         sb = (0, 0, 0, 0, 0)
     if max_q == 0 or n_seq == 0:
         return
+    pack = pack_heads(ma, H, Hkv)
 
-    def grid(meta):
-        return (triton.cdiv(max_q, meta["BLOCK_M"]), n_seq * H)
+    def grid(meta):  # a program: BLOCK_M // pack positions x pack heads
+        return (triton.cdiv(max_q, meta["BLOCK_M"] // pack), n_seq * H // pack)
 
     _attn_fwd_kernel[grid](
         q, k, v, o, lse,
@@ -195,7 +218,7 @@ def launch_fwd(q, k, v, o, lse, scale: float, ma) -> None:
         HEAD_DIM=D, HEAD_DIM_V=Dv, BLOCK_D=head_block(D), BLOCK_DV=head_block(Dv),
         CAUSAL=ma.causal, HAS_WL=ma.window_left >= 0, HAS_WR=ma.window_right >= 0, VARLEN=ma.varlen,
         HAS_SEQLENS_K=ma.seqlens_k is not None, SPARSE=ma.sparse, BLOCK_SIZE=ma.block_size if ma.sparse else 0,
-        IS_FP32=q.dtype == torch.float32,
+        IS_FP32=q.dtype == torch.float32, PACK=pack,
     )
 
 

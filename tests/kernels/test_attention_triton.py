@@ -20,7 +20,7 @@ if _CPU and os.environ.get("TRITON_INTERPRET") != "1":
                     "set TRITON_INTERPRET=1 before anything imports them", allow_module_level=True)
     os.environ["TRITON_INTERPRET"] = "1"
 
-pytest.importorskip("triton")
+triton = pytest.importorskip("triton")
 
 try:
     from zoo.kernels.attention import triton_bwd, triton_common, triton_fwd
@@ -375,3 +375,112 @@ def test_dkdv_segment_sizes():
     # the mean list length bound (lists of width 45 over 512 key blocks, MoC-like) raises SEG: 2 * 45 = 90
     assert triton_bwd.dkdv_segments(512, 128, 45, 512) == (90, 6)
     assert triton_bwd.dkdv_segments(1024, 64, 16, 1024) == (32, 32)  # NSA: the row rule already gives 32
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# head packing (PACK_GQA_HEADS): block-sparse lists shared by a KV group, PACK query heads per fwd / dq program
+# ---------------------------------------------------------------------------------------------------------------
+def _spy_fwd_dq(monkeypatch):
+    """Record (kernel, PACK, grid) of every fwd / dq launch (the interpreter's single config, no pruning)."""
+    calls = []
+    for mod, name in ((triton_fwd, "_attn_fwd_kernel"), (triton_bwd, "_attn_bwd_dq_kernel")):
+        kernel = getattr(mod, name)
+
+        def run(*args, _name=name, _kernel=kernel, _run=kernel.run, **kwargs):
+            assert len(_kernel.configs) == 1
+            calls.append((_name, kwargs["PACK"], kwargs["grid"](_kernel.configs[0].kwargs)))
+            return _run(*args, **kwargs)
+
+        monkeypatch.setattr(kernel, "run", run)
+    return calls
+
+
+def _tiles(monkeypatch, block_m):
+    """The interpreter's single fwd / dq config (not pruned: one config skips autotuning) with BLOCK_M rows."""
+    for kernel in (triton_fwd._attn_fwd_kernel, triton_bwd._attn_bwd_dq_kernel):
+        monkeypatch.setattr(kernel, "configs", [triton.Config({"BLOCK_M": block_m, "BLOCK_N": 16}, num_warps=4,
+                                                              num_stages=1)])
+
+
+def _run_all(B, H, Hkv, Nq, Nk, D, dtype, kw, seed):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, H, Nq, D, generator=gen).to(dtype).to(DEV)
+    k, v = (torch.randn(B, Hkv, Nk, D, generator=gen).to(dtype).to(DEV) for _ in range(2))
+    do = torch.randn(B, H, Nq, D, generator=gen).to(dtype).to(DEV)
+    kw = {key: (val.to(DEV) if isinstance(val, torch.Tensor) else val) for key, val in kw.items()}
+    o, lse = attention_fwd(q, k, v, scale=D ** -0.5, **kw)
+    return (o, lse) + tuple(attention_bwd(do, q, k, v, o, lse, scale=D ** -0.5, **kw))
+
+
+# (B, H, Hkv, Nq, Nk, D, block_size, dtype, causal, PACK, packed tile rows): ragged Nq; rows per head = block (the
+# GPU's layout, tiles of PACK x 16 rows) or < block (16-row tiles: several position tiles per query block); GROUP 4
+# at block 64 packs 2 of the group's 4 heads.
+_PACK_CASES = [
+    pytest.param(1, 4, 2, 45, 45, 32, 16, torch.float32, True, 2, 32, id="gqa2_bs16_causal_fp32"),
+    pytest.param(2, 4, 1, 70, 64, 32, 32, torch.float16, False, 4, 16, id="gqa4_bs32_nq>nk_fp16"),
+    pytest.param(1, 4, 1, 50, 64, 16, 16, torch.float16, True, 4, 64, id="gqa4_bs16_causal_nq<nk_fp16"),
+    pytest.param(1, 8, 2, 100, 128, 16, 64, torch.float32, False, 2, 16, id="gqa4_pack2_bs64_fp32"),
+]
+_PACK_TOL = {torch.float32: 1e-5, torch.float16: 2e-3}
+
+
+@pytest.mark.parametrize("B, H, Hkv, Nq, Nk, D, bs, dtype, causal, pack, rows", _PACK_CASES)
+def test_head_packing(B, H, Hkv, Nq, Nk, D, bs, dtype, causal, pack, rows, monkeypatch):
+    """Switch on, lists shared by the KV group: fwd and dq launch with PACK heads per program; o, lse, dq, dk, dv
+    equal the oracle and the unpacked path."""
+    mask_kw = dict(causal=causal, block_size=bs,
+                   **dict(zip(("block_indices", "block_counts"), _sparse_lists(B, Hkv, Nq, Nk, bs, 3, seed=pack))))
+    calls = _spy_fwd_dq(monkeypatch)
+    monkeypatch.setattr(triton_common, "PACK_GQA_HEADS", True)
+    _tiles(monkeypatch, rows)
+    run_case(B, H, Hkv, Nq, Nk, D, D, dtype, mask_kw, seed=5)
+    grid = (-(-Nq // (rows // pack)), B * H // pack)
+    assert calls == [("_attn_fwd_kernel", pack, grid), ("_attn_bwd_dq_kernel", pack, grid)]
+    packed = _run_all(B, H, Hkv, Nq, Nk, D, dtype, mask_kw, seed=6)
+    monkeypatch.setattr(triton_common, "PACK_GQA_HEADS", False)
+    _tiles(monkeypatch, 16)
+    plain = _run_all(B, H, Hkv, Nq, Nk, D, dtype, mask_kw, seed=6)
+    assert [c[1] for c in calls[2:]] == [pack, pack, 1, 1]
+    for name, a, b in zip(("o", "lse", "dq", "dk", "dv"), packed, plain):
+        torch.testing.assert_close(a, b, rtol=_PACK_TOL[dtype], atol=_PACK_TOL[dtype], msg=name)
+
+
+def test_head_packing_off_or_not_applicable_keeps_one_head(monkeypatch):
+    """Default (switch off): PACK = 1 and the usual grid; switch on, lists per query head (Hb = Hq) or dense masks
+    also keep PACK = 1."""
+    assert triton_common.PACK_GQA_HEADS is False
+    calls = _spy_fwd_dq(monkeypatch)
+    def lists(hb):
+        idx, cnt = _sparse_lists(1, hb, 40, 40, 16, 2, 1)
+        return dict(block_size=16, block_indices=idx, block_counts=cnt)
+
+    shared, per_head = lists(1), lists(4)
+    run_case(1, 4, 1, 40, 40, 16, 16, torch.float32, shared)
+    monkeypatch.setattr(triton_common, "PACK_GQA_HEADS", True)
+    run_case(1, 4, 1, 40, 40, 16, 16, torch.float32, per_head)
+    run_case(1, 4, 1, 40, 40, 16, 16, torch.float32, dict(causal=True))
+    grid = (3, 4)
+    assert calls == [("_attn_fwd_kernel", 1, grid), ("_attn_bwd_dq_kernel", 1, grid)] * 3
+
+
+def test_head_packing_choice_and_tiles(monkeypatch):
+    """PACK = largest power of two dividing GROUP, at most 128 // block_size; the GPU prune keeps only the tallest
+    tiles of PACK x (rows <= block) (NSA: block 64, GROUP 16 -> PACK 2, BLOCK_M 128)."""
+    def ma(hb, bs):
+        idx = torch.zeros(1, hb, 1, 1, dtype=torch.int32)
+        return triton_common.MaskArgs(False, -1, -1, None, None, None, 1, 1, idx, idx[..., 0], bs)
+
+    monkeypatch.setattr(triton_common, "PACK_GQA_HEADS", True)
+    pack = triton_common.pack_heads
+    assert pack(ma(4, 64), 64, 4) == 2 and pack(ma(4, 32), 64, 4) == 4 and pack(ma(4, 16), 64, 4) == 8
+    assert pack(ma(1, 16), 6, 1) == 2 and pack(ma(1, 16), 3, 1) == 1 and pack(ma(2, 128), 8, 2) == 1
+    assert pack(ma(64, 64), 64, 4) == 1 and pack(ma(4, 64), 4, 4) == 1
+    monkeypatch.setattr(triton_common, "PACK_GQA_HEADS", False)
+    assert pack(ma(4, 64), 64, 4) == 1
+    monkeypatch.setattr(triton_common, "INTERPRET", False)
+    for fast, key in ((triton_fwd._FWD_FAST, "fwd"), (triton_bwd._DQ_FAST, "dq")):
+        configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in fast]
+        args = dict(BLOCK_SIZE=64, BLOCK_D=128, BLOCK_DV=128, IS_FP32=False)
+        got = triton_common.prune_configs(configs, args, dict(PACK=2), fast, [], [])
+        assert got and {c.kwargs["BLOCK_M"] for c in got} == {128} and all(c.kwargs["BLOCK_N"] <= 64 for c in got), key
+        assert {c.kwargs["BLOCK_M"] for c in triton_common.prune_configs(configs, args, {}, fast, [], [])} == {64}
