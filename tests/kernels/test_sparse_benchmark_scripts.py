@@ -50,6 +50,18 @@ def test_sparse_benchmark_cpu_rows_filter(tmp_path, capsys):
     assert not _rows(out.read_text(), "nsa T")  # no size matches: the table has no rows
 
 
+def test_sparse_benchmark_pack_heads_flag(tmp_path, monkeypatch):
+    """--pack-gqa-heads turns the engine's head packing on for the run and says so in the header."""
+    from zoo.kernels.attention import triton_common
+    monkeypatch.setattr(triton_common, "PACK_GQA_HEADS", False)  # restored after the test
+    out = tmp_path / "sparse.md"
+    _load("sparse").main(["--device", "cpu", "--quick", "--only", "nsa", "--rows", "T99", "--out", str(out)])
+    assert "head packing" not in out.read_text() and not triton_common.PACK_GQA_HEADS
+    _load("sparse").main(["--device", "cpu", "--quick", "--only", "nsa", "--rows", "T99", "--pack-gqa-heads",
+                          "--out", str(out)])
+    assert "GQA head packing on" in out.read_text().splitlines()[0] and triton_common.PACK_GQA_HEADS
+
+
 def test_kernel_table_lists_the_ops_of_the_call():
     profile_table = _load("profile_table")
     x = torch.randn(64, 64)
