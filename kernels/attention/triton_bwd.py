@@ -22,8 +22,8 @@ import triton
 import triton.language as tl
 
 from .triton_common import (INTERPRET, check_inputs, head_block, key_bounds, last_dim_contiguous, pack_heads,
-                            prune_configs, query_bounds, seq_info, split_range, transpose_block_lists, visible,
-                            visible_t)
+                            program_heads, prune_configs, query_bounds, seq_info, split_range, transpose_block_lists,
+                            visible, visible_t)
 
 LOG2E = 1.4426950408889634
 
@@ -267,12 +267,7 @@ def _attn_bwd_dq_kernel(
     ROWS: tl.constexpr = BLOCK_M // PACK
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    if PACK == 1:
-        pid_b = pid_bh // H
-        h = pid_bh % H
-    else:  # heads h .. h + PACK - 1 of one KV group (PACK divides GROUP)
-        pid_b = pid_bh // (H // PACK)
-        h = (pid_bh % (H // PACK)) * PACK
+    pid_b, h = program_heads(pid_bh, H, PACK)
     hk = h // GROUP
     q_start, Lq, k_start, Lk, kv_len = seq_info(pid_b, CU_Q, CU_K, SEQLENS_K, NQ, NK, VARLEN, HAS_SEQLENS_K)
     m0 = pid_m * ROWS

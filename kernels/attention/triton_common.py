@@ -224,6 +224,16 @@ def transpose_block_lists(block_indices: torch.Tensor, block_counts: torch.Tenso
 # Device helpers
 # ---------------------------------------------------------------------------------------------------------------
 @triton.jit
+def program_heads(pid_bh, H, PACK: tl.constexpr):
+    """(sequence, first query head) of a query-tile program: one head per program, or (PACK > 1, head packing) PACK
+    consecutive heads of one KV group (PACK divides the group)."""
+    if PACK == 1:
+        return pid_bh // H, pid_bh % H
+    else:
+        return pid_bh // (H // PACK), (pid_bh % (H // PACK)) * PACK
+
+
+@triton.jit
 def seq_info(pid_b, cu_q_ptr, cu_k_ptr, seqlens_k_ptr, NQ, NK, VARLEN: tl.constexpr, HAS_SEQLENS_K: tl.constexpr):
     """(q_start, Lq, k_start, Lk, kv_len) of sequence pid_b."""
     if VARLEN:
