@@ -299,6 +299,21 @@ def _state_bwd_kernel(q, do, bcum, dht, dh, dh0, e, d, scale, T, TP, NC, L, NSEG
 
 
 # ------------------------------------------------------------------------------------------------ fast chunks
+@triton.jit
+def _chunk_scores(q, k, bcum, piv, r_n, T, TP, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr):
+    """Unscaled, unmasked (BT, BT) fp32 scores of a fast chunk: (q 2^(b - r)) (k 2^(r - b))^T with the chunk's pivot
+    r, K in slices of BK (tf32 dots; both factors within 2^+-48 on a fast chunk)."""
+    a = tl.zeros([BT, BT], dtype=tl.float32)
+    for ik in tl.range(0, tl.cdiv(K, BK)):
+        ok = ik * BK + tl.arange(0, BK)
+        b_n = _rows(bcum, r_n, ok, TP, K, K)
+        r = tl.load(piv + ok, mask=ok < K, other=0.0)[None, :]
+        qg = _rows(q, r_n, ok, T, K, K) * tl.exp2(b_n - r)
+        kg = _rows(k, r_n, ok, T, K, K) * tl.exp2(r - b_n)
+        a += tl.dot(qg, tl.trans(kg), out_dtype=tl.float32)
+    return a
+
+
 @triton.autotune(configs=_OUT_TILES, key=["K", "V", "BT"], prune_configs_by=_TILE_PRUNE)
 @triton.jit
 def _fwd_o_kernel(q, k, v, bcum, piv, fast, h, o, scale, T, TP, NC,
@@ -320,14 +335,7 @@ def _fwd_o_kernel(q, k, v, bcum, piv, fast, h, o, scale, T, TP, NC,
     bcum += bh * TP * K
     piv += (bh * NC + n) * K
     h += (bh * NC + n) * K * V
-    a = tl.zeros([BT, BT], dtype=tl.float32)
-    for ik in tl.range(0, tl.cdiv(K, BK)):
-        ok = ik * BK + tl.arange(0, BK)
-        b_n = _rows(bcum, r_n, ok, TP, K, K)
-        r = tl.load(piv + ok, mask=ok < K, other=0.0)[None, :]
-        qg = _rows(q, r_n, ok, T, K, K) * tl.exp2(b_n - r)
-        kg = _rows(k, r_n, ok, T, K, K) * tl.exp2(r - b_n)
-        a += tl.dot(qg, tl.trans(kg), out_dtype=tl.float32)
+    a = _chunk_scores(q, k, bcum, piv, r_n, T, TP, K, BT, BK)
     a = tl.where(ot[:, None] >= ot[None, :], a * scale, 0.0).to(DT)
     acc = tl.dot(a, _rows(v + bh * T * V, r_n, ov, T, V, V).to(DT), out_dtype=tl.float32)
     for ik in tl.range(0, tl.cdiv(K, BK)):
@@ -360,14 +368,7 @@ def _bwd_dv_kernel(q, k, bcum, piv, fast, dh, do, dv, scale, T, TP, NC,
     bcum += bh * TP * K
     piv += (bh * NC + n) * K
     dh += (bh * NC + n) * K * V
-    a = tl.zeros([BT, BT], dtype=tl.float32)
-    for ik in tl.range(0, tl.cdiv(K, BK)):
-        ok = ik * BK + tl.arange(0, BK)
-        b_n = _rows(bcum, r_n, ok, TP, K, K)
-        r = tl.load(piv + ok, mask=ok < K, other=0.0)[None, :]
-        qg = _rows(q, r_n, ok, T, K, K) * tl.exp2(b_n - r)
-        kg = _rows(k, r_n, ok, T, K, K) * tl.exp2(r - b_n)
-        a += tl.dot(qg, tl.trans(kg), out_dtype=tl.float32)
+    a = _chunk_scores(q, k, bcum, piv, r_n, T, TP, K, BT, BK)
     a = tl.where(ot[:, None] >= ot[None, :], a * scale, 0.0)
     acc = tl.dot(tl.trans(a).to(DT), _rows(do + bh * T * V, r_n, ov, T, V, V).to(DT), out_dtype=tl.float32)
     for ik in tl.range(0, tl.cdiv(K, BK)):
