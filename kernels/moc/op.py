@@ -21,7 +21,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ..attention import KeyPadding, MaskSpec, attention
+from ..attention import BlockSparse, KeyPadding, attention
 from .common import check_moc_args
 
 __all__ = ["MoCRouting", "moc_attention", "moc_routing", "merge_by_lse"]
@@ -207,7 +207,7 @@ def moc_routing(q, k, chunk_cu_seqlens, *, top_k: int, anchors=None, causal_rout
     bidx = bidx.permute(0, 2, 1, 3, 4).reshape(b * S, hq, nqb, width).contiguous()
     counts = counts.permute(0, 2, 1, 3).reshape(b * S, hq, nqb).contiguous()
     # Valid by construction (distinct, in range, counts <= width): skip BlockSparse's host-side validation (a sync).
-    mask = MaskSpec(block_indices=bidx, block_counts=counts, block_size=bs)
+    mask = BlockSparse.trusted(bidx, counts, bs, max_index=nkb - 1).to_spec()
     lengths_k = lk_d.to(torch.int32).repeat(b)
     if pad_k:
         mask = mask & KeyPadding(lengths_k, max_length=Lk)
