@@ -38,7 +38,7 @@ from benchmarks.attention import (  # the speed benchmark's mask builders
     _chunk_lists,
     _doc_bounds,
 )
-from benchmarks.run_header import run_header
+from benchmarks.run_header import emit_report, run_header
 
 I32 = torch.int32
 
@@ -223,12 +223,7 @@ def main(argv=None):
                          + f" | {rel} | {'—' if worst is None else f'{worst:.2f}'} | {verdict} |")
             print(lines[-1], f"({time.time() - t0:.1f} s)", flush=True)
     lines += ["", f"all measured cases pass: {'yes' if all_pass else 'NO'}"]
-    text = "\n".join(lines)
-    print()
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    emit_report(lines, args.out)
     return 0 if all_pass else 1
 
 

@@ -56,7 +56,7 @@ from zoo.kernels.gla import gla, gla_reference  # noqa: E402
 from zoo.kernels.moc import moc_attention, moc_reference  # noqa: E402
 from zoo.kernels.nsa import PRESETS, BlockCompressor, nsa, nsa_reference  # noqa: E402
 
-from benchmarks.run_header import run_header
+from benchmarks.run_header import emit_report, run_header
 
 F64 = torch.float64
 
@@ -309,12 +309,7 @@ def main(argv=None):
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     lines += ["", f"all cases pass: {'yes' if all_pass else 'NO'} (total {time.time() - t_all:.0f} s)"]
-    text = "\n".join(lines)
-    print()
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    emit_report(lines, args.out)
     return 0 if all_pass else 1
 
 

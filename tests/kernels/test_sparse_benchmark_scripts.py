@@ -73,3 +73,11 @@ def test_run_header_names_card_and_versions():
     header = _load("run_header").run_header("title", torch.device("cpu"), ", --quick")
     assert header.startswith("title, ") and " UTC, CPU, torch " in header and ", triton " in header
     assert header.endswith(", --quick")
+
+
+def test_emit_report_prints_and_writes(tmp_path, capsys):
+    out = tmp_path / "sub" / "report.md"
+    _load("run_header").emit_report(["# title", "| a |"], str(out))
+    assert out.read_text() == "# title\n| a |\n" and "| a |" in capsys.readouterr().out
+    _load("run_header").emit_report(["x"], None)  # no file: print only
+    assert capsys.readouterr().out.strip() == "x"
