@@ -420,8 +420,11 @@ _PACK_CASES = [
     pytest.param(2, 4, 1, 70, 64, 32, 32, torch.float16, False, 4, 16, id="gqa4_bs32_nq>nk_fp16"),
     pytest.param(1, 4, 1, 50, 64, 16, 16, torch.float16, True, 4, 64, id="gqa4_bs16_causal_nq<nk_fp16"),
     pytest.param(1, 8, 2, 100, 128, 16, 64, torch.float32, False, 2, 16, id="gqa4_pack2_bs64_fp32"),
+    # NSA's selected branch on a GPU: block 64, GROUP 16 -> PACK 2, 128-row tiles, bf16
+    pytest.param(1, 32, 2, 1000, 1000, 128, 64, torch.bfloat16, True, 2, 128, id="gpu_nsa_gqa16_bs64_d128_bf16",
+                 marks=_GPU_ONLY),
 ]
-_PACK_TOL = {torch.float32: 1e-5, torch.float16: 2e-3}
+_PACK_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 
 
 @pytest.mark.parametrize("B, H, Hkv, Nq, Nk, D, bs, dtype, causal, pack, rows", _PACK_CASES)
@@ -446,9 +449,10 @@ def test_head_packing(B, H, Hkv, Nq, Nk, D, bs, dtype, causal, pack, rows, monke
 
 
 def test_head_packing_off_or_not_applicable_keeps_one_head(monkeypatch):
-    """Default (switch off): PACK = 1 and the usual grid; switch on, lists per query head (Hb = Hq) or dense masks
-    also keep PACK = 1."""
-    assert triton_common.PACK_GQA_HEADS is False
+    """Switch off: PACK = 1 and the usual grid; switch on (the default), lists per query head (Hb = Hq) or dense
+    masks also keep PACK = 1."""
+    assert triton_common.PACK_GQA_HEADS is True
+    monkeypatch.setattr(triton_common, "PACK_GQA_HEADS", False)
     calls = _spy_fwd_dq(monkeypatch)
     def lists(hb):
         idx, cnt = _sparse_lists(1, hb, 40, 40, 16, 2, 1)

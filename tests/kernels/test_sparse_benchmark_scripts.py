@@ -51,15 +51,16 @@ def test_sparse_benchmark_cpu_rows_filter(tmp_path, capsys):
 
 
 def test_sparse_benchmark_pack_heads_flag(tmp_path, monkeypatch):
-    """--pack-gqa-heads turns the engine's head packing on for the run and says so in the header."""
+    """--no-pack-gqa-heads turns the engine's head packing (on by default) off for the run and says so in the
+    header."""
     from zoo.kernels.attention import triton_common
-    monkeypatch.setattr(triton_common, "PACK_GQA_HEADS", False)  # restored after the test
+    monkeypatch.setattr(triton_common, "PACK_GQA_HEADS", True)  # restored after the test
     out = tmp_path / "sparse.md"
     _load("sparse").main(["--device", "cpu", "--quick", "--only", "nsa", "--rows", "T99", "--out", str(out)])
-    assert "head packing" not in out.read_text() and not triton_common.PACK_GQA_HEADS
-    _load("sparse").main(["--device", "cpu", "--quick", "--only", "nsa", "--rows", "T99", "--pack-gqa-heads",
+    assert "head packing" not in out.read_text() and triton_common.PACK_GQA_HEADS
+    _load("sparse").main(["--device", "cpu", "--quick", "--only", "nsa", "--rows", "T99", "--no-pack-gqa-heads",
                           "--out", str(out)])
-    assert "GQA head packing on" in out.read_text().splitlines()[0] and triton_common.PACK_GQA_HEADS
+    assert "GQA head packing off" in out.read_text().splitlines()[0] and not triton_common.PACK_GQA_HEADS
 
 
 def test_kernel_table_lists_the_ops_of_the_call():
