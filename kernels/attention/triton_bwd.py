@@ -21,9 +21,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_common import (INTERPRET, check_inputs, head_block, key_bounds, last_dim_contiguous, pack_heads,
-                            program_heads, prune_configs, query_bounds, seq_info, split_range, transpose_block_lists,
-                            visible, visible_t)
+from .triton_common import (INTERPRET, check_inputs, flat_sparse_loop, head_block, key_bounds, last_dim_contiguous,
+                            pack_heads, program_heads, prune_configs, query_bounds, seq_info, split_range,
+                            transpose_block_lists, visible, visible_t)
 
 LOG2E = 1.4426950408889634
 
@@ -41,33 +41,72 @@ DKDV_MEAN_FACTOR = 2
 # dk / dv
 # ---------------------------------------------------------------------------------------------------------------
 @triton.jit
+def _dkdv_tile(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don, offs_n, offs_d, offs_dv,
+               m, need_mask, Lq, kv_len, off, wl, wr, qk_scale,
+               HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_M: tl.constexpr, MASKED: tl.constexpr,
+               CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, PREC: tl.constexpr):
+    """dk/dv contribution of query rows [m, m + BLOCK_M) of one head; MASKED as in triton_fwd._fwd_tile."""
+    offs_m = m + tl.arange(0, BLOCK_M)
+    if MASKED == 0:
+        rmask = offs_m >= 0
+    else:
+        rmask = offs_m < Lq
+    q = tl.load(q_base + offs_m[:, None] * stride_qn + offs_d[None, :],
+                mask=rmask[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
+    do = tl.load(do_base + offs_m[:, None] * stride_don + offs_dv[None, :],
+                 mask=rmask[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)
+    lse = tl.load(lse_base + offs_m, mask=rmask, other=float("-inf"))
+    lse2 = tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
+    delta = tl.load(delta_base + offs_m, mask=rmask, other=0.0)
+    s_t = tl.dot(k, tl.trans(q), input_precision=PREC) * qk_scale
+    p_t = tl.math.exp2(s_t - lse2[None, :])
+    if MASKED == 1:
+        p_t = tl.where(visible_t(offs_n, offs_m, Lq, kv_len, off, wl, wr, CAUSAL, HAS_WL, HAS_WR), p_t, 0.0)
+    elif MASKED == 2:
+        if need_mask:
+            p_t = tl.where(visible_t(offs_n, offs_m, Lq, kv_len, off, wl, wr, CAUSAL, HAS_WL, HAS_WR), p_t, 0.0)
+    dv += tl.dot(p_t.to(do.dtype), do, input_precision=PREC)
+    dp_t = tl.dot(v, tl.trans(do), input_precision=PREC)
+    ds_t = p_t * (dp_t - delta[None, :])
+    dk += tl.dot(ds_t.to(q.dtype), q, input_precision=PREC)
+    return dk, dv
+
+
+@triton.jit
 def _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don, offs_n, offs_d, offs_dv,
                 m_from, m_to, Lq, kv_len, off, wl, wr, qk_scale,
                 HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_M: tl.constexpr, MASKED: tl.constexpr,
                 CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, PREC: tl.constexpr):
-    offs_m0 = tl.arange(0, BLOCK_M)
     for m in tl.range(m_from, m_to, BLOCK_M):
-        offs_m = m + offs_m0
-        if MASKED:
-            rmask = offs_m < Lq
-        else:
-            rmask = offs_m >= 0
-        q = tl.load(q_base + offs_m[:, None] * stride_qn + offs_d[None, :],
-                    mask=rmask[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
-        do = tl.load(do_base + offs_m[:, None] * stride_don + offs_dv[None, :],
-                     mask=rmask[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)
-        lse = tl.load(lse_base + offs_m, mask=rmask, other=float("-inf"))
-        lse2 = tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
-        delta = tl.load(delta_base + offs_m, mask=rmask, other=0.0)
-        s_t = tl.dot(k, tl.trans(q), input_precision=PREC) * qk_scale
-        p_t = tl.math.exp2(s_t - lse2[None, :])
-        if MASKED:
-            ok = visible_t(offs_n, offs_m, Lq, kv_len, off, wl, wr, CAUSAL, HAS_WL, HAS_WR)
-            p_t = tl.where(ok, p_t, 0.0)
-        dv += tl.dot(p_t.to(do.dtype), do, input_precision=PREC)
-        dp_t = tl.dot(v, tl.trans(do), input_precision=PREC)
-        ds_t = p_t * (dp_t - delta[None, :])
-        dk += tl.dot(ds_t.to(q.dtype), q, input_precision=PREC)
+        dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don, offs_n,
+                            offs_d, offs_dv, m, False, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V,
+                            BLOCK_M, MASKED, CAUSAL, HAS_WL, HAS_WR, PREC)
+    return dk, dv
+
+
+@triton.jit
+def _dkdv_sparse_flat(dk, dv, k, v, q_ptr, do_ptr, lse_ptr, delta_ptr, stride_qh, stride_doh, stride_lh, stride_qn,
+                      stride_don, h0, n_heads, idx_base, t_from, t_to, lo, hi, flo, fhi, offs_n, offs_d, offs_dv,
+                      Lq, kv_len, off, wl, wr, qk_scale,
+                      HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+                      BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr,
+                      PREC: tl.constexpr):
+    """Entries [t_from, t_to) of one transposed list for n_heads consecutive query heads from h0 (the heads that
+    share it), as one pipelinable loop over (head, entry, query tile). q_ptr / do_ptr / lse_ptr / delta_ptr point at
+    head 0 of the sequence."""
+    TPB: tl.constexpr = BLOCK_SIZE // BLOCK_M
+    per_head = (t_to - t_from) * TPB
+    div = tl.maximum(per_head, 1)  # the pipeliner's prologue may evaluate the indices of an empty loop
+    for i in tl.range(0, n_heads * per_head):
+        h = (h0 + i // div).to(tl.int64)
+        j = i % div
+        start = tl.load(idx_base + t_from + j // TPB) * BLOCK_SIZE
+        m = start + (j % TPB) * BLOCK_M
+        a, b, c, e = split_range(start, start + BLOCK_SIZE, lo, hi, flo, fhi, BLOCK_M)
+        dk, dv = _dkdv_tile(dk, dv, k, v, q_ptr + h * stride_qh, do_ptr + h * stride_doh, lse_ptr + h * stride_lh,
+                            delta_ptr + h * stride_lh, stride_qn, stride_don, offs_n, offs_d, offs_dv, m,
+                            (m < b) | (m >= c), Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_M, 2,
+                            CAUSAL, HAS_WL, HAS_WR, PREC)
     return dk, dv
 
 
@@ -94,8 +133,8 @@ def _prune_dq(configs, named_args, **kwargs):
 
 _KEY = ["HEAD_DIM", "HEAD_DIM_V", "CAUSAL", "HAS_WL", "HAS_WR", "VARLEN", "SPARSE", "BLOCK_SIZE", "IS_FP32",
         "wl", "wr"]  # window sizes: narrow bands tune over more tiles (prune_configs)
-_DKDV_KEY = _KEY + ["SPLIT", "SEG"]
-_DQ_KEY = _KEY + ["PACK"]
+_DKDV_KEY = _KEY + ["SPLIT", "SEG", "FLAT"]
+_DQ_KEY = _KEY + ["PACK", "FLAT"]
 
 
 @triton.autotune(configs=_bwd_configs(_DKDV_FAST), key=_DKDV_KEY,
@@ -111,7 +150,7 @@ def _attn_bwd_dkdv_kernel(
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, VARLEN: tl.constexpr,
     HAS_SEQLENS_K: tl.constexpr, SPARSE: tl.constexpr, BLOCK_SIZE: tl.constexpr, IS_FP32: tl.constexpr,
-    SPLIT: tl.constexpr, SEG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    SPLIT: tl.constexpr, SEG: tl.constexpr, FLAT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     # SPLIT (block-sparse only): program (key tile, bh, seg) walks entries [seg*SEG, (seg+1)*SEG) of each list; DK/DV
     # are zeroed fp32 buffers, added to atomically when the tile's longest list needs more than one segment.
@@ -149,27 +188,58 @@ def _attn_bwd_dkdv_kernel(
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
     lo, hi, flo, fhi = query_bounds(n0, BLOCK_N, Lq, kv_len, off, wl, wr, CAUSAL, HAS_WL, HAS_WR)
-    for g in tl.range(0, GROUP):
-        h = (hk * GROUP + g).to(tl.int64)
-        q_base = Q + bt * stride_qb + h * stride_qh + q_start.to(tl.int64) * stride_qn
-        do_base = DO + bt * stride_dob + h * stride_doh + q_start.to(tl.int64) * stride_don
-        lse_base = LSE + bt * stride_lb + h * stride_lh + q_start
-        delta_base = DELTA + bt * stride_lb + h * stride_lh + q_start
-        if SPARSE:
-            hb = h // HB_DIV
+    if FLAT:  # block-sparse: one flat loop per list, over the HB_DIV heads (1 or GROUP) that share it
+        for g0 in tl.range(0, GROUP, HB_DIV):
+            h0 = hk * GROUP + g0
+            hb = (h0 // HB_DIV).to(tl.int64)
             kb = n0 // BLOCK_SIZE
-            idx_base = TIDX + bt * stride_ib + hb * stride_ih + kb.to(tl.int64) * stride_ik
             cnt = tl.load(TCNT + bt * stride_cb + hb * stride_ch + kb)
             if SPLIT:
                 t_from = seg0
                 t_to = tl.minimum(cnt, seg0 + SEG)
             else:
-                t_from = 0
+                t_from = cnt * 0
                 t_to = cnt
-            for t in tl.range(t_from, t_to):
-                qb = tl.load(idx_base + t)
-                start = qb * BLOCK_SIZE
-                a, b, c, e = split_range(start, start + BLOCK_SIZE, lo, hi, flo, fhi, BLOCK_M)
+            dk, dv = _dkdv_sparse_flat(
+                dk, dv, k, v, Q + bt * stride_qb + q_start.to(tl.int64) * stride_qn,
+                DO + bt * stride_dob + q_start.to(tl.int64) * stride_don, LSE + bt * stride_lb + q_start,
+                DELTA + bt * stride_lb + q_start, stride_qh, stride_doh, stride_lh, stride_qn, stride_don, h0,
+                HB_DIV, TIDX + bt * stride_ib + hb * stride_ih + kb.to(tl.int64) * stride_ik,
+                t_from, tl.maximum(t_to, t_from), lo, hi, flo, fhi, offs_n, offs_d, offs_dv, Lq, kv_len, off, wl,
+                wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_SIZE, BLOCK_M, CAUSAL, HAS_WL, HAS_WR, PREC)
+    else:
+        for g in tl.range(0, GROUP):
+            h = (hk * GROUP + g).to(tl.int64)
+            q_base = Q + bt * stride_qb + h * stride_qh + q_start.to(tl.int64) * stride_qn
+            do_base = DO + bt * stride_dob + h * stride_doh + q_start.to(tl.int64) * stride_don
+            lse_base = LSE + bt * stride_lb + h * stride_lh + q_start
+            delta_base = DELTA + bt * stride_lb + h * stride_lh + q_start
+            if SPARSE:
+                hb = h // HB_DIV
+                kb = n0 // BLOCK_SIZE
+                idx_base = TIDX + bt * stride_ib + hb * stride_ih + kb.to(tl.int64) * stride_ik
+                cnt = tl.load(TCNT + bt * stride_cb + hb * stride_ch + kb)
+                if SPLIT:
+                    t_from = seg0
+                    t_to = tl.minimum(cnt, seg0 + SEG)
+                else:
+                    t_from = 0
+                    t_to = cnt
+                for t in tl.range(t_from, t_to):
+                    qb = tl.load(idx_base + t)
+                    start = qb * BLOCK_SIZE
+                    a, b, c, e = split_range(start, start + BLOCK_SIZE, lo, hi, flo, fhi, BLOCK_M)
+                    dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don,
+                                         offs_n, offs_d, offs_dv, a, b, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM,
+                                         HEAD_DIM_V, BLOCK_M, True, CAUSAL, HAS_WL, HAS_WR, PREC)
+                    dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don,
+                                         offs_n, offs_d, offs_dv, b, c, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM,
+                                         HEAD_DIM_V, BLOCK_M, False, CAUSAL, HAS_WL, HAS_WR, PREC)
+                    dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don,
+                                         offs_n, offs_d, offs_dv, c, e, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM,
+                                         HEAD_DIM_V, BLOCK_M, True, CAUSAL, HAS_WL, HAS_WR, PREC)
+            else:
+                a, b, c, e = split_range(lo * 0, Lq, lo, hi, flo, fhi, BLOCK_M)
                 dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don,
                                      offs_n, offs_d, offs_dv, a, b, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM,
                                      HEAD_DIM_V, BLOCK_M, True, CAUSAL, HAS_WL, HAS_WR, PREC)
@@ -179,17 +249,6 @@ def _attn_bwd_dkdv_kernel(
                 dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don,
                                      offs_n, offs_d, offs_dv, c, e, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM,
                                      HEAD_DIM_V, BLOCK_M, True, CAUSAL, HAS_WL, HAS_WR, PREC)
-        else:
-            a, b, c, e = split_range(lo * 0, Lq, lo, hi, flo, fhi, BLOCK_M)
-            dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don,
-                                 offs_n, offs_d, offs_dv, a, b, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM,
-                                 HEAD_DIM_V, BLOCK_M, True, CAUSAL, HAS_WL, HAS_WR, PREC)
-            dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don,
-                                 offs_n, offs_d, offs_dv, b, c, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM,
-                                 HEAD_DIM_V, BLOCK_M, False, CAUSAL, HAS_WL, HAS_WR, PREC)
-            dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don,
-                                 offs_n, offs_d, offs_dv, c, e, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM,
-                                 HEAD_DIM_V, BLOCK_M, True, CAUSAL, HAS_WL, HAS_WR, PREC)
     dk_off = bt * stride_dkb + hk.to(tl.int64) * stride_dkh + k_start.to(tl.int64) * stride_dkn
     dv_off = bt * stride_dvb + hk.to(tl.int64) * stride_dvh + k_start.to(tl.int64) * stride_dvn
     if SPLIT:
@@ -222,29 +281,58 @@ _attn_bwd_dkdv_split_kernel = triton.autotune(configs=_bwd_configs(_DKDV_FAST), 
 # dq
 # ---------------------------------------------------------------------------------------------------------------
 @triton.jit
+def _dq_tile(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv, n, need_mask,
+             Lq, kv_len, off, wl, wr, qk_scale,
+             HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
+             CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, PREC: tl.constexpr):
+    """dq contribution of keys [n, n + BLOCK_N); MASKED as in triton_fwd._fwd_tile (0 none, 1 mask, 2 runtime)."""
+    offs_n = n + tl.arange(0, BLOCK_N)
+    if MASKED == 0:
+        cmask = offs_n >= 0
+    else:
+        cmask = offs_n < kv_len
+    k = tl.load(k_base + offs_n[:, None] * stride_kn + offs_d[None, :],
+                mask=cmask[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
+    v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_dv[None, :],
+                mask=cmask[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)
+    s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
+    p = tl.math.exp2(s - lse2[:, None])
+    if MASKED == 1:
+        p = tl.where(visible(offs_m, offs_n, Lq, kv_len, off, wl, wr, CAUSAL, HAS_WL, HAS_WR), p, 0.0)
+    elif MASKED == 2:
+        if need_mask:
+            p = tl.where(visible(offs_m, offs_n, Lq, kv_len, off, wl, wr, CAUSAL, HAS_WL, HAS_WR), p, 0.0)
+    dp = tl.dot(do, tl.trans(v), input_precision=PREC)
+    ds = p * (dp - delta[:, None])
+    return dq + tl.dot(ds.to(k.dtype), k, input_precision=PREC)
+
+
+@triton.jit
 def _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
               n_from, n_to, Lq, kv_len, off, wl, wr, qk_scale,
               HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
               CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, PREC: tl.constexpr):
-    offs_n0 = tl.arange(0, BLOCK_N)
     for n in tl.range(n_from, n_to, BLOCK_N):
-        offs_n = n + offs_n0
-        if MASKED:
-            cmask = offs_n < kv_len
-        else:
-            cmask = offs_n >= 0
-        k = tl.load(k_base + offs_n[:, None] * stride_kn + offs_d[None, :],
-                    mask=cmask[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
-        v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_dv[None, :],
-                    mask=cmask[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
-        p = tl.math.exp2(s - lse2[:, None])
-        if MASKED:
-            ok = visible(offs_m, offs_n, Lq, kv_len, off, wl, wr, CAUSAL, HAS_WL, HAS_WR)
-            p = tl.where(ok, p, 0.0)
-        dp = tl.dot(do, tl.trans(v), input_precision=PREC)
-        ds = p * (dp - delta[:, None])
-        dq += tl.dot(ds.to(k.dtype), k, input_precision=PREC)
+        dq = _dq_tile(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv, n,
+                      False, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_N, MASKED, CAUSAL,
+                      HAS_WL, HAS_WR, PREC)
+    return dq
+
+
+@triton.jit
+def _dq_sparse_flat(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
+                    idx_base, cnt, lo, hi, flo, fhi, Lq, kv_len, off, wl, wr, qk_scale,
+                    HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr,
+                    CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, PREC: tl.constexpr):
+    """All key tiles of a block list in one pipelinable loop (see triton_fwd._fwd_sparse_flat)."""
+    TPB: tl.constexpr = BLOCK_SIZE // BLOCK_N
+    for i in tl.range(0, cnt * TPB):
+        start = tl.load(idx_base + i // TPB) * BLOCK_SIZE
+        n = start + (i % TPB) * BLOCK_N
+        a, b, c, e = split_range(start, start + BLOCK_SIZE, lo, hi, flo, fhi, BLOCK_N)
+        dq = _dq_tile(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv, n,
+                      (n < b) | (n >= c), Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_N, 2,
+                      CAUSAL, HAS_WL, HAS_WR, PREC)
     return dq
 
 
@@ -260,7 +348,7 @@ def _attn_bwd_dq_kernel(
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, VARLEN: tl.constexpr,
     HAS_SEQLENS_K: tl.constexpr, SPARSE: tl.constexpr, BLOCK_SIZE: tl.constexpr, IS_FP32: tl.constexpr,
-    PACK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PACK: tl.constexpr, FLAT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     # PACK > 1 (head packing, see triton_fwd): row r is head h + r // ROWS at position m0 + r % ROWS.
     PREC: tl.constexpr = "ieee" if IS_FP32 else "tf32"
@@ -317,19 +405,24 @@ def _attn_bwd_dq_kernel(
         qb = m0 // BLOCK_SIZE
         idx_base = BIDX + bt * stride_ib + hb.to(tl.int64) * stride_ih + qb.to(tl.int64) * stride_iq
         cnt = tl.load(BCNT + bt * stride_cb + hb.to(tl.int64) * stride_ch + qb)
-        for t in tl.range(0, cnt):
-            kb = tl.load(idx_base + t)
-            start = kb * BLOCK_SIZE
-            a, b, c, e = split_range(start, start + BLOCK_SIZE, lo, hi, flo, fhi, BLOCK_N)
-            dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
-                           a, b, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_N, True,
-                           CAUSAL, HAS_WL, HAS_WR, PREC)
-            dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
-                           b, c, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_N, False,
-                           CAUSAL, HAS_WL, HAS_WR, PREC)
-            dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
-                           c, e, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_N, True,
-                           CAUSAL, HAS_WL, HAS_WR, PREC)
+        if FLAT:
+            dq = _dq_sparse_flat(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d,
+                                 offs_dv, idx_base, cnt, lo, hi, flo, fhi, Lq, kv_len, off, wl, wr, qk_scale,
+                                 HEAD_DIM, HEAD_DIM_V, BLOCK_SIZE, BLOCK_N, CAUSAL, HAS_WL, HAS_WR, PREC)
+        else:
+            for t in tl.range(0, cnt):
+                kb = tl.load(idx_base + t)
+                start = kb * BLOCK_SIZE
+                a, b, c, e = split_range(start, start + BLOCK_SIZE, lo, hi, flo, fhi, BLOCK_N)
+                dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
+                               a, b, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_N, True,
+                               CAUSAL, HAS_WL, HAS_WR, PREC)
+                dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
+                               b, c, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_N, False,
+                               CAUSAL, HAS_WL, HAS_WR, PREC)
+                dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
+                               c, e, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_N, True,
+                               CAUSAL, HAS_WL, HAS_WR, PREC)
     else:
         a, b, c, e = split_range(lo * 0, kv_len, lo, hi, flo, fhi, BLOCK_N)
         dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
@@ -446,16 +539,18 @@ def attention_bwd(do, q, k, v, o, lse, *, scale: float, causal: bool = False, wi
     # dq first: it also computes delta = rowsum(o * do), which the dk/dv kernel reads. With head packing a dq
     # program takes BLOCK_M // pack positions of pack heads.
     pack = pack_heads(ma, H, Hkv)
+    flat = flat_sparse_loop(ma)
     if max_q > 0:
         _attn_bwd_dq_kernel[lambda m: (triton.cdiv(max_q, m["BLOCK_M"] // pack), n_seq * H // pack)](
             q, k, v, do, lse, delta, dq, o, cu_q, cu_k, sk, bidx, bcnt, *common_strides,
             dq.stride(0), dq.stride(1), dq.stride(2), o.stride(0), o.stride(1), o.stride(2), *sb,
-            H, H // Hkv, hb_div, Nq, Nk, scale * LOG2E, scale, ma.window_left, ma.window_right, **meta, PACK=pack)
+            H, H // Hkv, hb_div, Nq, Nk, scale * LOG2E, scale, ma.window_left, ma.window_right, **meta, PACK=pack,
+            FLAT=flat)
     if max_k > 0:
         kernel = _attn_bwd_dkdv_split_kernel if split else _attn_bwd_dkdv_kernel
         kernel[lambda m: (triton.cdiv(max_k, m["BLOCK_N"]), n_seq * Hkv, nseg)](
             q, k, v, do, lse, delta, dk, dv, cu_q, cu_k, sk, tidx, tcnt, *common_strides,
             dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2), *st,
             Hkv, H // Hkv, hb_div, Nq, Nk, scale * LOG2E, scale, ma.window_left, ma.window_right, **meta,
-            SPLIT=split, SEG=seg)
+            SPLIT=split, SEG=seg, FLAT=flat)
     return dq, dk.to(k.dtype), dv.to(v.dtype)

@@ -14,10 +14,46 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_common import (INTERPRET, check_inputs, head_block, key_bounds, last_dim_contiguous, pack_heads,
-                            program_heads, prune_configs, seq_info, split_range, visible)
+from .triton_common import (INTERPRET, check_inputs, flat_sparse_loop, head_block, key_bounds, last_dim_contiguous,
+                            pack_heads, program_heads, prune_configs, seq_info, split_range, visible)
 
 LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _fwd_tile(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv, n, need_mask,
+              Lq, kv_len, off, wl, wr, qk_scale,
+              HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_N: tl.constexpr,
+              MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr,
+              PREC: tl.constexpr):
+    """Online-softmax update with keys [n, n + BLOCK_N). MASKED: 0 = every key visible to every row, 1 = mask,
+    2 = mask when the runtime flag ``need_mask`` is set (flat block-sparse loop)."""
+    offs_n = n + tl.arange(0, BLOCK_N)
+    if MASKED == 0:
+        kmask = offs_d[None, :] < HEAD_DIM
+        vmask = offs_dv[None, :] < HEAD_DIM_V
+    else:
+        kmask = (offs_n[:, None] < kv_len) & (offs_d[None, :] < HEAD_DIM)
+        vmask = (offs_n[:, None] < kv_len) & (offs_dv[None, :] < HEAD_DIM_V)
+    k = tl.load(k_base + offs_n[:, None] * stride_kn + offs_d[None, :], mask=kmask, other=0.0)
+    s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
+    if MASKED == 1:
+        s = tl.where(visible(offs_m, offs_n, Lq, kv_len, off, wl, wr, CAUSAL, HAS_WL, HAS_WR), s, float("-inf"))
+    elif MASKED == 2:
+        if need_mask:
+            s = tl.where(visible(offs_m, offs_n, Lq, kv_len, off, wl, wr, CAUSAL, HAS_WL, HAS_WR), s,
+                         float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    if MASKED == 0:
+        m_use = m_new
+    else:  # a row with nothing visible yet keeps m = -inf; exp2 against 0 gives p = alpha = 0
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = tl.math.exp2(s - m_use[:, None])
+    alpha = tl.math.exp2(m_i - m_use)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_dv[None, :], mask=vmask, other=0.0)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
+    return acc, l_i, m_new
 
 
 @triton.jit
@@ -26,31 +62,29 @@ def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, o
                HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_N: tl.constexpr,
                MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr,
                PREC: tl.constexpr):
-    offs_n0 = tl.arange(0, BLOCK_N)
     for n in tl.range(n_from, n_to, BLOCK_N):
-        offs_n = n + offs_n0
-        if MASKED:
-            kmask = (offs_n[:, None] < kv_len) & (offs_d[None, :] < HEAD_DIM)
-            vmask = (offs_n[:, None] < kv_len) & (offs_dv[None, :] < HEAD_DIM_V)
-        else:
-            kmask = offs_d[None, :] < HEAD_DIM
-            vmask = offs_dv[None, :] < HEAD_DIM_V
-        k = tl.load(k_base + offs_n[:, None] * stride_kn + offs_d[None, :], mask=kmask, other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
-        if MASKED:
-            ok = visible(offs_m, offs_n, Lq, kv_len, off, wl, wr, CAUSAL, HAS_WL, HAS_WR)
-            s = tl.where(ok, s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        else:
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            m_use = m_new
-        p = tl.math.exp2(s - m_use[:, None])
-        alpha = tl.math.exp2(m_i - m_use)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_dv[None, :], mask=vmask, other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
-        m_i = m_new
+        acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
+                                  n, False, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_N,
+                                  MASKED, CAUSAL, HAS_WL, HAS_WR, PREC)
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _fwd_sparse_flat(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
+                     idx_base, cnt, lo, hi, flo, fhi, Lq, kv_len, off, wl, wr, qk_scale,
+                     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+                     BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr,
+                     PREC: tl.constexpr):
+    """All key tiles of a block list in one loop (FLAT): the next listed block's K/V loads can be pipelined
+    behind the current tile's math, which the per-entry sub-range loops (one or two trips each) cannot do."""
+    TPB: tl.constexpr = BLOCK_SIZE // BLOCK_N
+    for i in tl.range(0, cnt * TPB):
+        start = tl.load(idx_base + i // TPB) * BLOCK_SIZE
+        n = start + (i % TPB) * BLOCK_N
+        a, b, c, e = split_range(start, start + BLOCK_SIZE, lo, hi, flo, fhi, BLOCK_N)
+        acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
+                                  n, (n < b) | (n >= c), Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V,
+                                  BLOCK_N, 2, CAUSAL, HAS_WL, HAS_WR, PREC)
     return acc, l_i, m_i
 
 
@@ -71,7 +105,7 @@ def _prune(configs, named_args, **kwargs):
 
 
 _KEY = ["HEAD_DIM", "HEAD_DIM_V", "CAUSAL", "HAS_WL", "HAS_WR", "VARLEN", "SPARSE", "BLOCK_SIZE", "IS_FP32",
-        "PACK", "wl", "wr"]  # window sizes: narrow bands tune over more tiles (prune_configs)
+        "PACK", "FLAT", "wl", "wr"]  # window sizes: narrow bands tune over more tiles (prune_configs)
 
 
 @triton.autotune(configs=_fwd_configs(), key=_KEY, prune_configs_by={"early_config_prune": _prune})
@@ -85,7 +119,7 @@ def _attn_fwd_kernel(
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, VARLEN: tl.constexpr,
     HAS_SEQLENS_K: tl.constexpr, SPARSE: tl.constexpr, BLOCK_SIZE: tl.constexpr, IS_FP32: tl.constexpr,
-    PACK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PACK: tl.constexpr, FLAT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     PREC: tl.constexpr = "ieee" if IS_FP32 else "tf32"
     ROWS: tl.constexpr = BLOCK_M // PACK  # query positions per program (rows per packed head)
@@ -128,19 +162,25 @@ def _attn_fwd_kernel(
         qb = m0 // BLOCK_SIZE
         idx_base = BIDX + bt * stride_ib + hb.to(tl.int64) * stride_ih + qb.to(tl.int64) * stride_iq
         cnt = tl.load(BCNT + bt * stride_cb + hb.to(tl.int64) * stride_ch + qb)
-        for t in tl.range(0, cnt):
-            kb = tl.load(idx_base + t)
-            start = kb * BLOCK_SIZE
-            a, b, c, e = split_range(start, start + BLOCK_SIZE, lo, hi, flo, fhi, BLOCK_N)
-            acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d,
-                                       offs_dv, a, b, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V,
-                                       BLOCK_N, True, CAUSAL, HAS_WL, HAS_WR, PREC)
-            acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d,
-                                       offs_dv, b, c, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V,
-                                       BLOCK_N, False, CAUSAL, HAS_WL, HAS_WR, PREC)
-            acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d,
-                                       offs_dv, c, e, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V,
-                                       BLOCK_N, True, CAUSAL, HAS_WL, HAS_WR, PREC)
+        if FLAT:
+            acc, l_i, m_i = _fwd_sparse_flat(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d,
+                                             offs_dv, idx_base, cnt, lo, hi, flo, fhi, Lq, kv_len, off, wl, wr,
+                                             qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_SIZE, BLOCK_N, CAUSAL, HAS_WL,
+                                             HAS_WR, PREC)
+        else:
+            for t in tl.range(0, cnt):
+                kb = tl.load(idx_base + t)
+                start = kb * BLOCK_SIZE
+                a, b, c, e = split_range(start, start + BLOCK_SIZE, lo, hi, flo, fhi, BLOCK_N)
+                acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d,
+                                           offs_dv, a, b, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V,
+                                           BLOCK_N, True, CAUSAL, HAS_WL, HAS_WR, PREC)
+                acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d,
+                                           offs_dv, b, c, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V,
+                                           BLOCK_N, False, CAUSAL, HAS_WL, HAS_WR, PREC)
+                acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d,
+                                           offs_dv, c, e, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V,
+                                           BLOCK_N, True, CAUSAL, HAS_WL, HAS_WR, PREC)
     else:
         a, b, c, e = split_range(lo * 0, kv_len, lo, hi, flo, fhi, BLOCK_N)
         acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
@@ -213,7 +253,7 @@ def launch_fwd(q, k, v, o, lse, scale: float, ma) -> None:
         HEAD_DIM=D, HEAD_DIM_V=Dv, BLOCK_D=head_block(D), BLOCK_DV=head_block(Dv),
         CAUSAL=ma.causal, HAS_WL=ma.window_left >= 0, HAS_WR=ma.window_right >= 0, VARLEN=ma.varlen,
         HAS_SEQLENS_K=ma.seqlens_k is not None, SPARSE=ma.sparse, BLOCK_SIZE=ma.block_size if ma.sparse else 0,
-        IS_FP32=q.dtype == torch.float32, PACK=pack,
+        IS_FP32=q.dtype == torch.float32, PACK=pack, FLAT=flat_sparse_loop(ma),
     )
 
 
