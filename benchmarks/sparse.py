@@ -196,15 +196,10 @@ def main(argv=None):
     p.add_argument("--no-pack-gqa-heads", action="store_true",
                    help="turn off head packing for block-sparse lists shared by a KV group (on by default; see "
                         "docs/kernels/attention.md), to measure what it brings")
-    p.add_argument("--no-flat-sparse-loop", action="store_true",
-                   help="walk block lists per entry in masked / unmasked sub-ranges instead of one flat pipelined "
-                        "loop (the default; see docs/kernels/attention.md), to measure what it brings")
     a = p.parse_args(argv)
-    from zoo.kernels.attention import triton_common
     if a.no_pack_gqa_heads:
+        from zoo.kernels.attention import triton_common
         triton_common.PACK_GQA_HEADS = False
-    if a.no_flat_sparse_loop:
-        triton_common.SPARSE_FLAT_LOOP = False
     if a.device == "cuda" and not torch.cuda.is_available():
         p.error("CUDA is not available; use --device cpu --quick for a smoke test")
     a.dtype = torch.bfloat16 if a.device == "cuda" else torch.float32
@@ -212,8 +207,7 @@ def main(argv=None):
     a.extra = []  # breakdown rows, printed after the tables
     lines = [f"# sparse attention benchmark, {datetime.date.today()}, "
              f"{torch.cuda.get_device_name() if a.device == 'cuda' else 'cpu'}, torch {torch.__version__}"
-             + (", GQA head packing off" if a.no_pack_gqa_heads else "")
-             + (", per-entry block-list loops" if a.no_flat_sparse_loop else ""), ""]
+             + (", GQA head packing off" if a.no_pack_gqa_heads else ""), ""]
     tables = [("moc", ["row", "routing ms", "ours fwd ms", "flex fwd ms (routing+mask+attn)", "ours fwd+bwd ms",
                        "flex fwd+bwd ms"], moc_rows),
               ("nsa", ["row", "ours fwd ms", "sdpa-cudnn dense causal fwd ms", "fla parallel_nsa fwd ms",

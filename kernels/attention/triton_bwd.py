@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_common import (INTERPRET, check_inputs, flat_sparse_loop, head_block, key_bounds, last_dim_contiguous,
+from .triton_common import (INTERPRET, check_inputs, head_block, key_bounds, last_dim_contiguous,
                             pack_heads, program_heads, prune_configs, query_bounds, seq_info, split_range,
                             transpose_block_lists, visible, visible_t)
 
@@ -133,8 +133,8 @@ def _prune_dq(configs, named_args, **kwargs):
 
 _KEY = ["HEAD_DIM", "HEAD_DIM_V", "CAUSAL", "HAS_WL", "HAS_WR", "VARLEN", "SPARSE", "BLOCK_SIZE", "IS_FP32",
         "wl", "wr"]  # window sizes: narrow bands tune over more tiles (prune_configs)
-_DKDV_KEY = _KEY + ["SPLIT", "SEG", "FLAT"]
-_DQ_KEY = _KEY + ["PACK", "FLAT"]
+_DKDV_KEY = _KEY + ["SPLIT", "SEG"]
+_DQ_KEY = _KEY + ["PACK"]
 
 
 @triton.autotune(configs=_bwd_configs(_DKDV_FAST), key=_DKDV_KEY,
@@ -150,7 +150,7 @@ def _attn_bwd_dkdv_kernel(
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, VARLEN: tl.constexpr,
     HAS_SEQLENS_K: tl.constexpr, SPARSE: tl.constexpr, BLOCK_SIZE: tl.constexpr, IS_FP32: tl.constexpr,
-    SPLIT: tl.constexpr, SEG: tl.constexpr, FLAT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    SPLIT: tl.constexpr, SEG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     # SPLIT (block-sparse only): program (key tile, bh, seg) walks entries [seg*SEG, (seg+1)*SEG) of each list; DK/DV
     # are zeroed fp32 buffers, added to atomically when the tile's longest list needs more than one segment.
@@ -188,7 +188,7 @@ def _attn_bwd_dkdv_kernel(
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
     lo, hi, flo, fhi = query_bounds(n0, BLOCK_N, Lq, kv_len, off, wl, wr, CAUSAL, HAS_WL, HAS_WR)
-    if FLAT:  # block-sparse: one flat loop per list, over the HB_DIV heads (1 or GROUP) that share it
+    if SPARSE:  # one flat loop per list, over the HB_DIV heads (1 or GROUP) that share it
         for g0 in tl.range(0, GROUP, HB_DIV):
             h0 = hk * GROUP + g0
             hb = (h0 // HB_DIV).to(tl.int64)
@@ -208,47 +208,22 @@ def _attn_bwd_dkdv_kernel(
                 t_from, tl.maximum(t_to, t_from), lo, hi, flo, fhi, offs_n, offs_d, offs_dv, Lq, kv_len, off, wl,
                 wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_SIZE, BLOCK_M, CAUSAL, HAS_WL, HAS_WR, PREC)
     else:
+        a, b, c, e = split_range(lo * 0, Lq, lo, hi, flo, fhi, BLOCK_M)
         for g in tl.range(0, GROUP):
             h = (hk * GROUP + g).to(tl.int64)
             q_base = Q + bt * stride_qb + h * stride_qh + q_start.to(tl.int64) * stride_qn
             do_base = DO + bt * stride_dob + h * stride_doh + q_start.to(tl.int64) * stride_don
             lse_base = LSE + bt * stride_lb + h * stride_lh + q_start
             delta_base = DELTA + bt * stride_lb + h * stride_lh + q_start
-            if SPARSE:
-                hb = h // HB_DIV
-                kb = n0 // BLOCK_SIZE
-                idx_base = TIDX + bt * stride_ib + hb * stride_ih + kb.to(tl.int64) * stride_ik
-                cnt = tl.load(TCNT + bt * stride_cb + hb * stride_ch + kb)
-                if SPLIT:
-                    t_from = seg0
-                    t_to = tl.minimum(cnt, seg0 + SEG)
-                else:
-                    t_from = 0
-                    t_to = cnt
-                for t in tl.range(t_from, t_to):
-                    qb = tl.load(idx_base + t)
-                    start = qb * BLOCK_SIZE
-                    a, b, c, e = split_range(start, start + BLOCK_SIZE, lo, hi, flo, fhi, BLOCK_M)
-                    dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don,
-                                         offs_n, offs_d, offs_dv, a, b, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM,
-                                         HEAD_DIM_V, BLOCK_M, True, CAUSAL, HAS_WL, HAS_WR, PREC)
-                    dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don,
-                                         offs_n, offs_d, offs_dv, b, c, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM,
-                                         HEAD_DIM_V, BLOCK_M, False, CAUSAL, HAS_WL, HAS_WR, PREC)
-                    dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don,
-                                         offs_n, offs_d, offs_dv, c, e, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM,
-                                         HEAD_DIM_V, BLOCK_M, True, CAUSAL, HAS_WL, HAS_WR, PREC)
-            else:
-                a, b, c, e = split_range(lo * 0, Lq, lo, hi, flo, fhi, BLOCK_M)
-                dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don,
-                                     offs_n, offs_d, offs_dv, a, b, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM,
-                                     HEAD_DIM_V, BLOCK_M, True, CAUSAL, HAS_WL, HAS_WR, PREC)
-                dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don,
-                                     offs_n, offs_d, offs_dv, b, c, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM,
-                                     HEAD_DIM_V, BLOCK_M, False, CAUSAL, HAS_WL, HAS_WR, PREC)
-                dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don,
-                                     offs_n, offs_d, offs_dv, c, e, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM,
-                                     HEAD_DIM_V, BLOCK_M, True, CAUSAL, HAS_WL, HAS_WR, PREC)
+            dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don, offs_n,
+                                 offs_d, offs_dv, a, b, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V,
+                                 BLOCK_M, True, CAUSAL, HAS_WL, HAS_WR, PREC)
+            dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don, offs_n,
+                                 offs_d, offs_dv, b, c, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V,
+                                 BLOCK_M, False, CAUSAL, HAS_WL, HAS_WR, PREC)
+            dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don, offs_n,
+                                 offs_d, offs_dv, c, e, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V,
+                                 BLOCK_M, True, CAUSAL, HAS_WL, HAS_WR, PREC)
     dk_off = bt * stride_dkb + hk.to(tl.int64) * stride_dkh + k_start.to(tl.int64) * stride_dkn
     dv_off = bt * stride_dvb + hk.to(tl.int64) * stride_dvh + k_start.to(tl.int64) * stride_dvn
     if SPLIT:
@@ -348,7 +323,7 @@ def _attn_bwd_dq_kernel(
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, VARLEN: tl.constexpr,
     HAS_SEQLENS_K: tl.constexpr, SPARSE: tl.constexpr, BLOCK_SIZE: tl.constexpr, IS_FP32: tl.constexpr,
-    PACK: tl.constexpr, FLAT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PACK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     # PACK > 1 (head packing, see triton_fwd): row r is head h + r // ROWS at position m0 + r % ROWS.
     PREC: tl.constexpr = "ieee" if IS_FP32 else "tf32"
@@ -405,24 +380,9 @@ def _attn_bwd_dq_kernel(
         qb = m0 // BLOCK_SIZE
         idx_base = BIDX + bt * stride_ib + hb.to(tl.int64) * stride_ih + qb.to(tl.int64) * stride_iq
         cnt = tl.load(BCNT + bt * stride_cb + hb.to(tl.int64) * stride_ch + qb)
-        if FLAT:
-            dq = _dq_sparse_flat(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d,
-                                 offs_dv, idx_base, cnt, lo, hi, flo, fhi, Lq, kv_len, off, wl, wr, qk_scale,
-                                 HEAD_DIM, HEAD_DIM_V, BLOCK_SIZE, BLOCK_N, CAUSAL, HAS_WL, HAS_WR, PREC)
-        else:
-            for t in tl.range(0, cnt):
-                kb = tl.load(idx_base + t)
-                start = kb * BLOCK_SIZE
-                a, b, c, e = split_range(start, start + BLOCK_SIZE, lo, hi, flo, fhi, BLOCK_N)
-                dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
-                               a, b, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_N, True,
-                               CAUSAL, HAS_WL, HAS_WR, PREC)
-                dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
-                               b, c, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_N, False,
-                               CAUSAL, HAS_WL, HAS_WR, PREC)
-                dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
-                               c, e, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_N, True,
-                               CAUSAL, HAS_WL, HAS_WR, PREC)
+        dq = _dq_sparse_flat(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
+                             idx_base, cnt, lo, hi, flo, fhi, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM,
+                             HEAD_DIM_V, BLOCK_SIZE, BLOCK_N, CAUSAL, HAS_WL, HAS_WR, PREC)
     else:
         a, b, c, e = split_range(lo * 0, kv_len, lo, hi, flo, fhi, BLOCK_N)
         dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
@@ -539,18 +499,16 @@ def attention_bwd(do, q, k, v, o, lse, *, scale: float, causal: bool = False, wi
     # dq first: it also computes delta = rowsum(o * do), which the dk/dv kernel reads. With head packing a dq
     # program takes BLOCK_M // pack positions of pack heads.
     pack = pack_heads(ma, H, Hkv)
-    flat = flat_sparse_loop(ma)
     if max_q > 0:
         _attn_bwd_dq_kernel[lambda m: (triton.cdiv(max_q, m["BLOCK_M"] // pack), n_seq * H // pack)](
             q, k, v, do, lse, delta, dq, o, cu_q, cu_k, sk, bidx, bcnt, *common_strides,
             dq.stride(0), dq.stride(1), dq.stride(2), o.stride(0), o.stride(1), o.stride(2), *sb,
-            H, H // Hkv, hb_div, Nq, Nk, scale * LOG2E, scale, ma.window_left, ma.window_right, **meta, PACK=pack,
-            FLAT=flat)
+            H, H // Hkv, hb_div, Nq, Nk, scale * LOG2E, scale, ma.window_left, ma.window_right, **meta, PACK=pack)
     if max_k > 0:
         kernel = _attn_bwd_dkdv_split_kernel if split else _attn_bwd_dkdv_kernel
         kernel[lambda m: (triton.cdiv(max_k, m["BLOCK_N"]), n_seq * Hkv, nseg)](
             q, k, v, do, lse, delta, dk, dv, cu_q, cu_k, sk, tidx, tcnt, *common_strides,
             dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2), *st,
             Hkv, H // Hkv, hb_div, Nq, Nk, scale * LOG2E, scale, ma.window_left, ma.window_right, **meta,
-            SPLIT=split, SEG=seg, FLAT=flat)
+            SPLIT=split, SEG=seg)
     return dq, dk.to(k.dtype), dv.to(v.dtype)

@@ -26,10 +26,6 @@ MAX_HEAD_DIM = 256
 # call. On by default since H200 batch 14: NSA T65536 selected branch 13.2 -> 10.9 ms, forward 36.4 -> 33.6 ms.
 PACK_GQA_HEADS = True
 PACK_TILE_ROWS = 128  # PACK = largest power of two dividing GROUP, at most PACK_TILE_ROWS // block_size (and 8)
-# Block-sparse lists walked as one loop over (list entry, tile) with a per-tile runtime mask flag (FLAT), instead of
-# per-entry masked / unmasked sub-range loops of one or two trips, so Triton's software pipeliner can prefetch the
-# next listed tile. Read by the launchers at each call.
-SPARSE_FLAT_LOOP = True
 
 
 @dataclass
@@ -154,11 +150,6 @@ def pack_heads(ma: MaskArgs, hq: int, hkv: int) -> int:
         return 1
     group = hq // hkv
     return max(1, min(group & -group, PACK_TILE_ROWS // ma.block_size, 8))
-
-
-def flat_sparse_loop(ma: MaskArgs) -> bool:
-    """FLAT for the kernels: block-sparse lists walked as one pipelined loop (``SPARSE_FLAT_LOOP``)."""
-    return bool(SPARSE_FLAT_LOOP and ma.sparse)
 
 
 def last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_common import (INTERPRET, check_inputs, flat_sparse_loop, head_block, key_bounds, last_dim_contiguous,
+from .triton_common import (INTERPRET, check_inputs, head_block, key_bounds, last_dim_contiguous,
                             pack_heads, program_heads, prune_configs, seq_info, split_range, visible)
 
 LOG2E = 1.4426950408889634
@@ -75,8 +75,9 @@ def _fwd_sparse_flat(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, off
                      HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_SIZE: tl.constexpr,
                      BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr,
                      PREC: tl.constexpr):
-    """All key tiles of a block list in one loop (FLAT): the next listed block's K/V loads can be pipelined
-    behind the current tile's math, which the per-entry sub-range loops (one or two trips each) cannot do."""
+    """All key tiles of a block list in one loop over (entry, tile), masked where the runtime flag says so: the
+    next listed block's K/V loads are pipelined behind the current tile's math, which per-entry masked / unmasked
+    sub-range loops (one or two trips each) cannot do (H200: NSA's selected branch 10.9 -> 5.2 ms at T65536)."""
     TPB: tl.constexpr = BLOCK_SIZE // BLOCK_N
     for i in tl.range(0, cnt * TPB):
         start = tl.load(idx_base + i // TPB) * BLOCK_SIZE
@@ -105,7 +106,7 @@ def _prune(configs, named_args, **kwargs):
 
 
 _KEY = ["HEAD_DIM", "HEAD_DIM_V", "CAUSAL", "HAS_WL", "HAS_WR", "VARLEN", "SPARSE", "BLOCK_SIZE", "IS_FP32",
-        "PACK", "FLAT", "wl", "wr"]  # window sizes: narrow bands tune over more tiles (prune_configs)
+        "PACK", "wl", "wr"]  # window sizes: narrow bands tune over more tiles (prune_configs)
 
 
 @triton.autotune(configs=_fwd_configs(), key=_KEY, prune_configs_by={"early_config_prune": _prune})
@@ -119,7 +120,7 @@ def _attn_fwd_kernel(
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, VARLEN: tl.constexpr,
     HAS_SEQLENS_K: tl.constexpr, SPARSE: tl.constexpr, BLOCK_SIZE: tl.constexpr, IS_FP32: tl.constexpr,
-    PACK: tl.constexpr, FLAT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PACK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     PREC: tl.constexpr = "ieee" if IS_FP32 else "tf32"
     ROWS: tl.constexpr = BLOCK_M // PACK  # query positions per program (rows per packed head)
@@ -162,25 +163,9 @@ def _attn_fwd_kernel(
         qb = m0 // BLOCK_SIZE
         idx_base = BIDX + bt * stride_ib + hb.to(tl.int64) * stride_ih + qb.to(tl.int64) * stride_iq
         cnt = tl.load(BCNT + bt * stride_cb + hb.to(tl.int64) * stride_ch + qb)
-        if FLAT:
-            acc, l_i, m_i = _fwd_sparse_flat(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d,
-                                             offs_dv, idx_base, cnt, lo, hi, flo, fhi, Lq, kv_len, off, wl, wr,
-                                             qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_SIZE, BLOCK_N, CAUSAL, HAS_WL,
-                                             HAS_WR, PREC)
-        else:
-            for t in tl.range(0, cnt):
-                kb = tl.load(idx_base + t)
-                start = kb * BLOCK_SIZE
-                a, b, c, e = split_range(start, start + BLOCK_SIZE, lo, hi, flo, fhi, BLOCK_N)
-                acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d,
-                                           offs_dv, a, b, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V,
-                                           BLOCK_N, True, CAUSAL, HAS_WL, HAS_WR, PREC)
-                acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d,
-                                           offs_dv, b, c, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V,
-                                           BLOCK_N, False, CAUSAL, HAS_WL, HAS_WR, PREC)
-                acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d,
-                                           offs_dv, c, e, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V,
-                                           BLOCK_N, True, CAUSAL, HAS_WL, HAS_WR, PREC)
+        acc, l_i, m_i = _fwd_sparse_flat(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d,
+                                         offs_dv, idx_base, cnt, lo, hi, flo, fhi, Lq, kv_len, off, wl, wr, qk_scale,
+                                         HEAD_DIM, HEAD_DIM_V, BLOCK_SIZE, BLOCK_N, CAUSAL, HAS_WL, HAS_WR, PREC)
     else:
         a, b, c, e = split_range(lo * 0, kv_len, lo, hi, flo, fhi, BLOCK_N)
         acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
@@ -253,7 +238,7 @@ def launch_fwd(q, k, v, o, lse, scale: float, ma) -> None:
         HEAD_DIM=D, HEAD_DIM_V=Dv, BLOCK_D=head_block(D), BLOCK_DV=head_block(Dv),
         CAUSAL=ma.causal, HAS_WL=ma.window_left >= 0, HAS_WR=ma.window_right >= 0, VARLEN=ma.varlen,
         HAS_SEQLENS_K=ma.seqlens_k is not None, SPARSE=ma.sparse, BLOCK_SIZE=ma.block_size if ma.sparse else 0,
-        IS_FP32=q.dtype == torch.float32, PACK=pack, FLAT=flat_sparse_loop(ma),
+        IS_FP32=q.dtype == torch.float32, PACK=pack,
     )
 
 

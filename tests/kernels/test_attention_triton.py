@@ -205,40 +205,6 @@ def test_against_oracle(case):
     run_case(B, H, Hkv, Nq, Nk, D, Dv, dtype, kw)
 
 
-_SPARSE_CASES = [c for c in CASES if c[0].startswith("sparse")]
-
-
-def _spy_flat(monkeypatch):
-    """Record the FLAT argument of every forward, dq and dk/dv launch."""
-    calls = []
-    for mod, name in ((triton_fwd, "_attn_fwd_kernel"), (triton_bwd, "_attn_bwd_dq_kernel"),
-                      (triton_bwd, "_attn_bwd_dkdv_kernel"), (triton_bwd, "_attn_bwd_dkdv_split_kernel")):
-        kernel = getattr(mod, name)
-
-        def run(*args, _name=name, _run=kernel.run, **kwargs):
-            calls.append((_name, kwargs["FLAT"]))
-            return _run(*args, **kwargs)
-
-        monkeypatch.setattr(kernel, "run", run)
-    return calls
-
-
-@pytest.mark.parametrize("case", _SPARSE_CASES, ids=[c[0] for c in _SPARSE_CASES])
-def test_sparse_per_entry_loop_form(case, monkeypatch):
-    """SPARSE_FLAT_LOOP off: block lists walked per entry in masked / unmasked sub-ranges (the form before the flat
-    loop) still equal the oracle; on (the default, test_against_oracle) every kernel launches with FLAT, dense masks
-    never."""
-    _, B, H, Hkv, Nq, Nk, D, Dv, dtype, kw = case
-    calls = _spy_flat(monkeypatch)
-    assert triton_common.SPARSE_FLAT_LOOP is True
-    run_case(B, H, Hkv, Nq, Nk, D, Dv, dtype, kw)
-    run_case(1, 2, 1, 20, 20, 16, 16, torch.float32, dict(causal=True))
-    monkeypatch.setattr(triton_common, "SPARSE_FLAT_LOOP", False)
-    run_case(B, H, Hkv, Nq, Nk, D, Dv, dtype, kw)
-    assert [c[1] for c in calls] == [True] * 3 + [False] * 6
-    assert [c[0] for c in calls][:2] == ["_attn_fwd_kernel", "_attn_bwd_dq_kernel"]
-
-
 def test_strided_input_and_empty_rows_are_zero():
     kw = dict(seqlens_k=torch.tensor([0], dtype=torch.int32))
     gen = torch.Generator().manual_seed(5)
@@ -357,12 +323,10 @@ _SPLIT_CASES = [
 _SPLIT_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 
 
-@pytest.mark.parametrize("flat", [True, False], ids=["flat", "per_entry"])
 @pytest.mark.parametrize("B, H, Hkv, Hb, N, D, bs, dtype, causal", _SPLIT_CASES)
-def test_dkdv_split_long_lists(B, H, Hkv, Hb, N, D, bs, dtype, causal, flat, monkeypatch):
+def test_dkdv_split_long_lists(B, H, Hkv, Hb, N, D, bs, dtype, causal, monkeypatch):
     """SEG = 2 entries: key block 0 (in every list) is split over several programs that add atomically, short lists
-    keep one program with a plain store; equals the oracle and the unsplit path, in both block-list loop forms."""
-    monkeypatch.setattr(triton_common, "SPARSE_FLAT_LOOP", flat)
+    keep one program with a plain store; equals the oracle and the unsplit path."""
     mask_kw = dict(causal=causal, **_skewed_lists(B, Hb, N, N, bs, seed=Hb))
     calls = _spy_dkdv(monkeypatch)
     monkeypatch.setattr(triton_bwd, "DKDV_SEGMENT_ROWS", 2 * bs)

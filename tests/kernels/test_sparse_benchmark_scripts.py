@@ -50,9 +50,9 @@ def test_sparse_benchmark_cpu_rows_filter(tmp_path, capsys):
     assert not _rows(out.read_text(), "nsa T")  # no size matches: the table has no rows
 
 
-def test_sparse_benchmark_engine_switch_flags(tmp_path, monkeypatch):
-    """--no-pack-gqa-heads / --no-flat-sparse-loop turn the engine's head packing / flat block-list loops (both on
-    by default) off for the run and say so in the header."""
+def test_sparse_benchmark_pack_heads_flag(tmp_path, monkeypatch):
+    """--no-pack-gqa-heads turns the engine's head packing (on by default) off for the run and says so in the
+    header."""
     from zoo.kernels.attention import triton_common
     monkeypatch.setattr(triton_common, "PACK_GQA_HEADS", True)  # restored after the test
     out = tmp_path / "sparse.md"
@@ -61,10 +61,6 @@ def test_sparse_benchmark_engine_switch_flags(tmp_path, monkeypatch):
     _load("sparse").main(["--device", "cpu", "--quick", "--only", "nsa", "--rows", "T99", "--no-pack-gqa-heads",
                           "--out", str(out)])
     assert "GQA head packing off" in out.read_text().splitlines()[0] and not triton_common.PACK_GQA_HEADS
-    monkeypatch.setattr(triton_common, "SPARSE_FLAT_LOOP", True)
-    _load("sparse").main(["--device", "cpu", "--quick", "--only", "nsa", "--rows", "T99", "--no-flat-sparse-loop",
-                          "--out", str(out)])
-    assert "per-entry block-list loops" in out.read_text().splitlines()[0] and not triton_common.SPARSE_FLAT_LOOP
 
 
 def test_kernel_table_lists_the_ops_of_the_call():
