@@ -3,7 +3,8 @@
 One kernel per query tile computes dq (and delta = rowsum(o * do) in fp32, the usual preprocess, fused in); then one
 kernel per key tile accumulates dk/dv over the query tiles that can see it and over the query heads of its KV group
 (GQA sums need no second pass). Both visit only the tiles the mask reaches; block-sparse lists are transposed on
-the host for the dk/dv kernel. dq, and dk/dv of dense, windowed and varlen masks and of block-sparse masks whose key
+the host for the dk/dv kernel and walked as one flat loop over (entry, tile) (over the heads sharing a list too, in
+dk/dv) so the pipeliner can prefetch the next listed tile. dq, and dk/dv of dense, windowed and varlen masks and of block-sparse masks whose key
 blocks are each selected by at most SEG query blocks, are deterministic (plain stores, no atomics).
 
 Long transposed lists (a key block that most query blocks select, e.g. Native Sparse Attention's block 0) would make
