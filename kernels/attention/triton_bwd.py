@@ -4,8 +4,9 @@ One kernel per query tile computes dq (and delta = rowsum(o * do) in fp32, the u
 kernel per key tile accumulates dk/dv over the query tiles that can see it and over the query heads of its KV group
 (GQA sums need no second pass). Both visit only the tiles the mask reaches; block-sparse lists are transposed on
 the host for the dk/dv kernel and walked as one flat loop over (entry, tile) (over the heads sharing a list too, in
-dk/dv) so the pipeliner can prefetch the next listed tile. dq, and dk/dv of dense, windowed and varlen masks and of block-sparse masks whose key
-blocks are each selected by at most SEG query blocks, are deterministic (plain stores, no atomics).
+dk/dv) so the pipeliner can prefetch the next listed tile. dq, and dk/dv of dense, windowed and varlen masks and of
+block-sparse masks whose key blocks are each selected by at most SEG query blocks, are deterministic (plain stores,
+no atomics).
 
 Long transposed lists (a key block that most query blocks select, e.g. Native Sparse Attention's block 0) would make
 one dk/dv program walk them all while the rest of the grid idles. So the block-sparse dk/dv grid gets a third
@@ -42,20 +43,30 @@ DKDV_MEAN_FACTOR = 2
 # dk / dv
 # ---------------------------------------------------------------------------------------------------------------
 @triton.jit
+def _row_tiles(a_base, b_base, stride_a, stride_b, offs, bound, offs_d, offs_dv, HEAD_DIM: tl.constexpr,
+               HEAD_DIM_V: tl.constexpr, MASKED: tl.constexpr):
+    """Rows ``offs`` of a (rows, HEAD_DIM) and a (rows, HEAD_DIM_V) tensor (q and do, or k and v), and the row mask
+    (rows < bound; every row when MASKED == 0); masked rows load as zeros."""
+    if MASKED == 0:
+        rmask = offs >= 0
+    else:
+        rmask = offs < bound
+    a = tl.load(a_base + offs[:, None] * stride_a + offs_d[None, :],
+                mask=rmask[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
+    b = tl.load(b_base + offs[:, None] * stride_b + offs_dv[None, :],
+                mask=rmask[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)
+    return a, b, rmask
+
+
+@triton.jit
 def _dkdv_tile(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don, offs_n, offs_d, offs_dv,
                m, need_mask, Lq, kv_len, off, wl, wr, qk_scale,
                HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_M: tl.constexpr, MASKED: tl.constexpr,
                CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, PREC: tl.constexpr):
     """dk/dv contribution of query rows [m, m + BLOCK_M) of one head; MASKED as in triton_fwd._fwd_tile."""
     offs_m = m + tl.arange(0, BLOCK_M)
-    if MASKED == 0:
-        rmask = offs_m >= 0
-    else:
-        rmask = offs_m < Lq
-    q = tl.load(q_base + offs_m[:, None] * stride_qn + offs_d[None, :],
-                mask=rmask[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
-    do = tl.load(do_base + offs_m[:, None] * stride_don + offs_dv[None, :],
-                 mask=rmask[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)
+    q, do, rmask = _row_tiles(q_base, do_base, stride_qn, stride_don, offs_m, Lq, offs_d, offs_dv, HEAD_DIM,
+                              HEAD_DIM_V, MASKED)
     lse = tl.load(lse_base + offs_m, mask=rmask, other=float("-inf"))
     lse2 = tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
     delta = tl.load(delta_base + offs_m, mask=rmask, other=0.0)
@@ -263,14 +274,8 @@ def _dq_tile(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn, offs_
              CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, PREC: tl.constexpr):
     """dq contribution of keys [n, n + BLOCK_N); MASKED as in triton_fwd._fwd_tile (0 none, 1 mask, 2 runtime)."""
     offs_n = n + tl.arange(0, BLOCK_N)
-    if MASKED == 0:
-        cmask = offs_n >= 0
-    else:
-        cmask = offs_n < kv_len
-    k = tl.load(k_base + offs_n[:, None] * stride_kn + offs_d[None, :],
-                mask=cmask[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
-    v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_dv[None, :],
-                mask=cmask[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)
+    k, v, _ = _row_tiles(k_base, v_base, stride_kn, stride_vn, offs_n, kv_len, offs_d, offs_dv, HEAD_DIM, HEAD_DIM_V,
+                         MASKED)
     s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
     p = tl.math.exp2(s - lse2[:, None])
     if MASKED == 1:

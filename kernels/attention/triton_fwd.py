@@ -3,9 +3,9 @@
 Each program owns BLOCK_M queries of one (sequence, query head) and visits only the key tiles its mask can reach
 (causal / window / padding / varlen bounds, block-sparse lists); tiles fully inside the visible region skip the
 elementwise mask. Block-sparse lists are walked as one flat loop over (entry, tile) so the pipeliner can prefetch
-the next listed tile (``_fwd_sparse_flat``). With head packing (PACK > 1, block-sparse lists shared by a KV group, ``PACK_GQA_HEADS``) the
-BLOCK_M rows are PACK heads x BLOCK_M / PACK positions of one query block: row r is head h0 + r // (BLOCK_M / PACK)
-at position m0 + r % (BLOCK_M / PACK).
+the next listed tile (``_fwd_sparse_flat``). With head packing (PACK > 1, block-sparse lists shared by a KV group,
+``PACK_GQA_HEADS``) the BLOCK_M rows are PACK heads x BLOCK_M / PACK positions of one query block: row r is head
+h0 + r // (BLOCK_M / PACK) at position m0 + r % (BLOCK_M / PACK).
 """
 from __future__ import annotations
 
