@@ -167,8 +167,7 @@ def moc_routing(q, k, chunk_cu_seqlens, *, top_k: int, anchors=None, causal_rout
     kf, kl, _ = _block_chunks(chunk_pad[k_index], lk_d, Lk, nkb, bs)
 
     # Descriptors (fp32): chunk mean keys over routed tokens, query-block mean queries.
-    kf32 = k.detach().float()
-    ksum = torch.zeros(b, hkv, C + (anc is not None), d, device=dev).index_add_(2, kchunk, kf32)[:, :, :C]
+    ksum = chunk_key_sums(k, kchunk, C + (anc is not None))[:, :, :C]
     kmean = (ksum / kcount.clamp(min=1)[:, None]).repeat_interleave(hq // hkv, dim=1)  # (B, Hq, C, D)
     if S == 1:
         qb = F.pad(q.detach(), (0, 0, 0, nqb * bs - n)) if nqb * bs != n else q.detach().contiguous()
@@ -214,6 +213,22 @@ def moc_routing(q, k, chunk_cu_seqlens, *, top_k: int, anchors=None, causal_rout
     lengths_a = la_d.to(torch.int32).repeat(b) if la_d is not None else None
     return MoCRouting(mask, None if identity else q_index, None if identity else k_index, a_index,
                       None if identity else seq * Lq + tok - sb_d[seq], S, Lq, Lk, La, lengths_k, lengths_a)
+
+
+# Tokens per fp32 slice in chunk_key_sums: the fp32 copy of k it makes is B * Hkv * KEY_SUM_SLICE * D * 4 bytes
+# (64 MB at Hkv 16, D 128) instead of all of k (512 MB at N65536; 2.2 GB at N180000 with 24 heads).
+KEY_SUM_SLICE = 8192
+
+
+def chunk_key_sums(k: torch.Tensor, chunk_of_token: torch.Tensor, n_slots: int) -> torch.Tensor:
+    """Per-chunk sums of the keys: k (B, Hkv, N, D) any float dtype, chunk_of_token (N,) int64 in [0, n_slots).
+    Returns (B, Hkv, n_slots, D) float32, accumulated from fp32 slices of KEY_SUM_SLICE tokens."""
+    b, h, n, d = k.shape
+    out = torch.zeros(b, h, n_slots, d, device=k.device, dtype=torch.float32)
+    for start in range(0, n, KEY_SUM_SLICE):
+        stop = min(n, start + KEY_SUM_SLICE)
+        out.index_add_(2, chunk_of_token[start:stop], k[:, :, start:stop].detach().float())
+    return out
 
 
 def _rows(x: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:

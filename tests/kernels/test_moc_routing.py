@@ -3,7 +3,7 @@ routing issues no device->host sync when the boundaries are given on the host (G
 import pytest
 import torch
 
-from zoo.kernels.moc import moc_routing
+from zoo.kernels.moc import moc_routing, op
 from zoo.kernels.moc.reference import moc_dense_mask
 
 
@@ -65,6 +65,27 @@ def test_routing_visibility_matches_oracle(seed):
     r = moc_routing(q, k, cu, **kw)
     got = _visibility(r, q.shape[0], q.shape[1], q.shape[2], kw.get("anchors"), kw["block_size"])
     assert torch.equal(got, moc_dense_mask(q, k, cu, **kw))
+
+
+def test_chunk_key_sums_in_slices(monkeypatch):
+    """Chunk key sums accumulate fp32 slices of k (bounded memory): equal to a one-shot fp64 sum per chunk, for any
+    slice length, bf16 keys included; routing with 7-token slices equals routing with the default."""
+    g = torch.Generator().manual_seed(0)
+    k = torch.randn(2, 3, 50, 8, generator=g).to(torch.bfloat16)
+    chunk = torch.sort(torch.randint(0, 6, (50,), generator=g)).values
+    ref = torch.zeros(2, 3, 6, 8, dtype=torch.float64).index_add_(2, chunk, k.double())
+    for slice_len in (7, 50, 8192):
+        monkeypatch.setattr(op, "KEY_SUM_SLICE", slice_len)
+        got = op.chunk_key_sums(k, chunk, 6)
+        assert got.dtype == torch.float32 and got.shape == (2, 3, 6, 8)
+        torch.testing.assert_close(got.double(), ref, rtol=1e-6, atol=1e-5)
+    q, k, cu, kw = _case(3)
+    monkeypatch.setattr(op, "KEY_SUM_SLICE", 8192)
+    whole = moc_routing(q, k, cu, **kw).mask.to_spec()
+    monkeypatch.setattr(op, "KEY_SUM_SLICE", 7)
+    sliced = moc_routing(q, k, cu, **kw).mask.to_spec()
+    assert torch.equal(whole.block_indices, sliced.block_indices)
+    assert torch.equal(whole.block_counts, sliced.block_counts)
 
 
 @pytest.mark.gpu
