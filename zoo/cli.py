@@ -335,7 +335,18 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default=None, help="e.g. bf16-mixed (default: 32-true)")
     p.add_argument("--batch-size", type=int, help="evaluation batch size")
     p.add_argument("--num-workers", type=int)
+    p.add_argument("--limit-batches", type=float, default=None,
+                   help="test on this many batches (int) or this fraction (float) only: a smoke run")
     return p
+
+
+def _limit(value: float | None) -> int | float:
+    """``--limit-batches``: a whole number counts batches, a fraction below 1 a share of them, None all of them."""
+    if value is None:
+        return 1.0
+    if value <= 0:
+        raise ValueError(f"--limit-batches must be > 0, got {value}")
+    return int(value) if float(value).is_integer() and value >= 1 else float(value)
 
 
 def _test(task, dm, ns) -> dict[str, float]:
@@ -345,6 +356,7 @@ def _test(task, dm, ns) -> dict[str, float]:
     trainer = L.Trainer(
         accelerator=ns.accelerator, devices=devices, precision=ns.precision or "32-true", logger=False,
         enable_checkpointing=False, enable_model_summary=False,
+        limit_test_batches=_limit(ns.limit_batches),
     )
     out = trainer.test(task, datamodule=dm, verbose=False)
     return _scalars(out[0]) if out else {}

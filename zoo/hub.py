@@ -7,11 +7,14 @@ itself freezes them at import).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Mapping
@@ -26,6 +29,7 @@ __all__ = [
     "WEIGHTS_NAME",
     "CARD_NAME",
     "ChecksumError",
+    "HubUnavailableError",
     "WeightsMismatchError",
     "save_pretrained",
     "from_pretrained",
@@ -56,6 +60,15 @@ class WeightsMismatchError(ValueError):
     """A state dict does not match the model: missing keys, unexpected keys or shape mismatches."""
 
 
+class HubUnavailableError(FileNotFoundError):
+    """A file is not in the HF cache and the hub cannot be asked for it (offline, or unreachable)."""
+
+
+_log = logging.getLogger("zoo")
+# Published folders ship in a source checkout as hub/<org>/<name>/, exactly as their hub repositories hold them.
+SOURCE_HUB_DIR = Path(__file__).resolve().parents[1] / "hub"
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # environment (read at call time)
 
@@ -84,6 +97,24 @@ def hub_cache_dir() -> Path:
 def _endpoint() -> str | None:
     ep = os.environ.get("HF_ENDPOINT", "").strip()
     return ep.rstrip("/") or None
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """One TCP connection to the hub endpoint's host (``HF_ENDPOINT`` or huggingface.co), no HTTP and no retries:
+    False when it cannot be opened within ``timeout`` seconds. Lets loads fail fast instead of retrying."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(_endpoint() or constants.ENDPOINT)
+    if not url.hostname:
+        return False
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -286,8 +317,10 @@ def _merge_args(arch: str, cfg: Mapping[str, Any] | None, *layers: Mapping[str, 
 # downloads
 
 
-def _download(repo_id: str, filename: str, revision: str | None, *, optional: bool = False) -> Path | None:
-    """hf_hub_download with the zoo's env handling and clear errors. Returns None for a missing optional file."""
+def _download(repo_id: str, filename: str, revision: str | None, *, optional: bool = False,
+              reachable: bool | None = None) -> Path | None:
+    """hf_hub_download with the zoo's env handling and clear errors. Returns None for a missing optional file.
+    ``reachable``: the caller's :func:`hub_reachable` answer (asked here when None, unless offline)."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -297,17 +330,19 @@ def _download(repo_id: str, filename: str, revision: str | None, *, optional: bo
     )
 
     offline = _offline()
+    unreachable = not offline and not (hub_reachable() if reachable is None else reachable)
     try:
-        return Path(
-            hf_hub_download(
-                repo_id,
-                filename,
-                revision=revision,
-                cache_dir=hub_cache_dir(),
-                local_files_only=offline,
-                endpoint=_endpoint(),
+        with _hub_offline_while(unreachable):
+            return Path(
+                hf_hub_download(
+                    repo_id,
+                    filename,
+                    revision=revision,
+                    cache_dir=hub_cache_dir(),
+                    local_files_only=offline or unreachable,
+                    endpoint=_endpoint(),
+                )
             )
-        )
     except RevisionNotFoundError as e:
         raise FileNotFoundError(f"revision {revision!r} of hub repo {repo_id!r} does not exist: {e}") from e
     except RepositoryNotFoundError as e:
@@ -317,8 +352,8 @@ def _download(repo_id: str, filename: str, revision: str | None, *, optional: bo
         if isinstance(e, LocalEntryNotFoundError):
             if optional:
                 return None
-            why = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached"
-            raise FileNotFoundError(
+            why = "HF_HUB_OFFLINE is set" if offline else f"the hub ({_endpoint() or 'huggingface.co'}) cannot be reached"
+            raise HubUnavailableError(
                 f"{filename!r} of {repo_id!r} (revision {revision or 'main'}) is not in the HF cache "
                 f"{hub_cache_dir()} and {why}. Populate the cache (zoo.hub.cache_folder / `python -m zoo cache`) or "
                 "go online."
@@ -326,6 +361,20 @@ def _download(repo_id: str, filename: str, revision: str | None, *, optional: bo
         if optional:
             return None
         raise FileNotFoundError(f"{filename!r} not found in hub repo {repo_id!r} at {revision or 'main'}") from e
+
+
+@contextlib.contextmanager
+def _hub_offline_while(active: bool):
+    """huggingface_hub's own offline switch, for one call: with ``local_files_only`` alone it still makes requests
+    of its own (its user-agent registry), each a connect timeout on an unreachable network."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = before or active
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
 
 
 def _snapshot_commit(path: Path, filename: str) -> str | None:
@@ -345,11 +394,33 @@ def _fetch_repo(
 ) -> tuple[Path, dict[str, Any] | None, str]:
     """Download weights (+ config.json at the same commit). Returns (weights path, config or None, description)."""
     _refuse_pickle(filename, None)
-    weights = _download(repo_id, filename, revision)
+    reachable = _offline() or hub_reachable()  # asked once per repo: an unreachable hub costs one connect timeout
+    weights = _download(repo_id, filename, revision, reachable=reachable)
     commit = _snapshot_commit(weights, filename) or revision
-    cfg_path = _download(repo_id, _sibling(filename, CONFIG_NAME), commit, optional=not need_config)
+    cfg_path = _download(repo_id, _sibling(filename, CONFIG_NAME), commit, optional=not need_config,
+                         reachable=reachable)
     cfg = _read_config(cfg_path) if cfg_path is not None else None
     return weights, cfg, f"hf-hub:{repo_id}@{commit or revision or 'main'}"
+
+
+def _source_tree_copy(tag: str, source: PretrainedSource, why: FileNotFoundError) -> tuple[Path, dict | None, str]:
+    """The published folder ``hub/<repo_id>/`` of a source checkout, for a tag the hub cannot serve right now."""
+    folder = SOURCE_HUB_DIR / source.repo_id
+    weights = folder / source.filename
+    if not isinstance(why, HubUnavailableError):
+        reason = f"the hub has no {source.filename} for it"
+    else:
+        reason = "HF_HUB_OFFLINE is set" if _offline() else f"the hub ({_endpoint() or 'huggingface.co'}) cannot be reached"
+    if not weights.is_file():
+        raise HubUnavailableError(
+            f"cannot load pretrained {tag!r} (hub repo {source.repo_id!r}): it is not in the HF cache and {reason}. "
+            "Fix: connect to the hub (unset HF_HUB_OFFLINE), or get the repo's folder and either put it into the "
+            f"cache with `python -m zoo cache <folder>` or pass it: create_model({tag.split('.')[0]!r}, "
+            "pretrained='<folder>')."
+        ) from why
+    cfg_path = weights.parent / CONFIG_NAME
+    _log.warning("zoo: %s; loading %s from the source tree's %s", reason, tag, folder)
+    return weights, _read_config(cfg_path) if cfg_path.is_file() else None, str(weights)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -364,10 +435,15 @@ def load_pretrained(arch: str, source: PretrainedSource | str | Path, **override
     Constructor args come from (lowest to highest priority) the source's ``overrides``, the config.json found next to
     the weights, and ``overrides``. ``model.zoo_config`` records the merged args.
     """
-    arch = model_entry(arch).name
+    entry = model_entry(arch)
+    arch = entry.name
     if isinstance(source, PretrainedSource):
         _refuse_pickle(source.filename, arch)
-        weights, cfg, desc = _fetch_repo(source.repo_id, source.revision, source.filename, need_config=False)
+        try:
+            weights, cfg, desc = _fetch_repo(source.repo_id, source.revision, source.filename, need_config=False)
+        except FileNotFoundError as e:  # offline, unreachable, or not uploaded yet
+            tag = next((f"{arch}.{t}" for t, s in entry.pretrained.items() if s is source), arch)
+            weights, cfg, desc = _source_tree_copy(tag, source, e)
         _verify_sha256(weights, source.sha256, f"{arch} weights from {source.repo_id}")
         args = _merge_args(arch, cfg, dict(source.overrides), overrides)
         return _build_and_load(arch, args, weights, desc)
