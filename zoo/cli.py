@@ -349,14 +349,15 @@ def _limit(value: float | None) -> int | float:
     return int(value) if float(value).is_integer() and value >= 1 else float(value)
 
 
-def _test(task, dm, ns) -> dict[str, float]:
+def _test(task, dm, ns, root: Path) -> dict[str, float]:
+    """trainer.test with eval.py's settings; files a task writes at test time (plots, overlays) go under ``root``."""
     devices: Any = ns.devices
     if isinstance(devices, str) and devices.isdigit():
         devices = int(devices)
     trainer = L.Trainer(
         accelerator=ns.accelerator, devices=devices, precision=ns.precision or "32-true", logger=False,
         enable_checkpointing=False, enable_model_summary=False,
-        limit_test_batches=_limit(ns.limit_batches),
+        limit_test_batches=_limit(ns.limit_batches), default_root_dir=str(root),
     )
     out = trainer.test(task, datamodule=dm, verbose=False)
     return _scalars(out[0]) if out else {}
@@ -395,11 +396,11 @@ def evaluate(argv: Sequence[str] | None = None) -> dict[str, float]:
         source = str(ns.pretrained)
         default_out = Path("metrics.json")
 
-    metrics = _test(task, dm, ns)
     out = Path(ns.out) if ns.out else default_out
     if out.suffix != ".json":
         out = out / "metrics.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    metrics = _test(task, dm, ns, out.parent)
     out.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     _print_table(metrics, title=f"{source} on {getattr(dm, 'dataset_name', type(dm).__name__)} (test)")
     print(f"metrics: {out}")
@@ -416,7 +417,7 @@ def evaluate(argv: Sequence[str] | None = None) -> dict[str, float]:
                 for t in list(rounded.model.parameters()) + list(rounded.model.buffers()):
                     if t.is_floating_point():
                         t.copy_(t.to(dtype).to(t.dtype))
-            card_metrics = _test(rounded, dm, ns)
+            card_metrics = _test(rounded, dm, ns, out.parent)
             side = out.with_name(f"metrics_{ns.card_dtype}.json")
             side.write_text(json.dumps(card_metrics, indent=2, sort_keys=True) + "\n")
             _print_table(card_metrics, title=f"with weights rounded to {ns.card_dtype} (published)")
