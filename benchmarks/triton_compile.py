@@ -118,6 +118,32 @@ def _attention(dtype, d, dv=None, n=256, **mask):
     attention_bwd(torch.randn_like(o), q, k, v, o, lse, scale=d ** -0.5, **mask)
 
 
+def _atomic_dq(fn):
+    """Run ``fn`` with the block-sparse backward's dq inside the dk/dv kernel (ZOO_ATTN_ATOMIC_DQ=1)."""
+    old = os.environ.get("ZOO_ATTN_ATOMIC_DQ")
+    os.environ["ZOO_ATTN_ATOMIC_DQ"] = "1"
+    try:
+        fn()
+    finally:
+        if old is None:
+            del os.environ["ZOO_ATTN_ATOMIC_DQ"]
+        else:
+            os.environ["ZOO_ATTN_ATOMIC_DQ"] = old
+
+
+def _fwd_ws(fn):
+    """Run ``fn`` with the forward's warp-specialised main loop (ZOO_ATTN_FWD_WS=1)."""
+    old = os.environ.get("ZOO_ATTN_FWD_WS")
+    os.environ["ZOO_ATTN_FWD_WS"] = "1"
+    try:
+        fn()
+    finally:
+        if old is None:
+            del os.environ["ZOO_ATTN_FWD_WS"]
+        else:
+            os.environ["ZOO_ATTN_FWD_WS"] = old
+
+
 def _blocksparse_mask(n=256, bs=64):
     nb = n // bs
     idx = torch.arange(nb, dtype=torch.int32).expand(1, 2, nb, nb).contiguous()
@@ -194,6 +220,43 @@ def _nsa_gates(dtype, dv):
     op._gate_combine_triton(gates, slc, win, 0, None, [full])  # full layout (bidirectional)
 
 
+@contextmanager
+def record_plain_launches(workload: str, out: list):
+    """Like :func:`record_launches` for plain ``@triton.jit`` kernels (no autotuner; ``num_warps``/``num_stages``
+    passed at launch): appended to ``out`` with that one config, not run."""
+    from triton.runtime.jit import JITFunction
+
+    original = JITFunction.run
+
+    def run(self, *args, grid=None, warmup=False, **kwargs):
+        opts = {k: kwargs.pop(k) for k in ("num_warps", "num_stages") if k in kwargs}
+        cfg = triton.Config({}, num_warps=opts.get("num_warps", 4), num_stages=opts.get("num_stages", 3))
+        out.append(Launch(workload, self, {**dict(zip(self.arg_names, args)), **kwargs}, [cfg]))
+
+    JITFunction.run = run
+    try:
+        yield
+    finally:
+        JITFunction.run = original
+
+
+def _rnnt(precision, j=512, v=1024, bias=True):
+    """Fused RNN-T joint + loss, forward and backward (B2 T40 U12): the GPU tile shapes of ``_config``."""
+    from zoo.kernels.rnnt.fused import _FusedRNNT
+
+    b, t, u = 2, 40, 12
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a = torch.zeros(b, t, j, dtype=dtype, requires_grad=True)
+    lab = torch.zeros(b, u + 1, j, dtype=dtype, requires_grad=True)
+    w = torch.zeros(v, j, requires_grad=True)
+    bb = torch.zeros(v, requires_grad=True) if bias else None
+    y = torch.ones(b, u, dtype=torch.int32)
+    lens = torch.tensor([t, t - 3], dtype=torch.int32), torch.tensor([u, u - 2], dtype=torch.int32)
+    with torch.enable_grad():
+        loss = _FusedRNNT.apply(a, lab, w, bb, y, *lens, 0, precision)
+        loss.sum().backward()
+
+
 WORKLOADS = {
     "attention bf16 D128 causal": lambda: _attention(torch.bfloat16, 128, causal=True),
     "attention bf16 D64 sliding window": lambda: _attention(torch.bfloat16, 64, causal=True, window_left=32),
@@ -202,6 +265,13 @@ WORKLOADS = {
     "attention bf16 D128 block-sparse": lambda: _attention(torch.bfloat16, 128, **_blocksparse_mask()),
     "attention bf16 D128 block-sparse long lists (split dk/dv)": lambda: _attention(
         torch.bfloat16, 128, n=4096, **_nsa_like_mask()),
+    "attention bf16 D128 causal warp-specialised forward": lambda: _fwd_ws(
+        lambda: _attention(torch.bfloat16, 128, causal=True)),
+    "attention bf16 D64 full warp-specialised forward": lambda: _fwd_ws(lambda: _attention(torch.bfloat16, 64)),
+    "attention bf16 D128 block-sparse atomic dq (one-kernel backward)": lambda: _atomic_dq(
+        lambda: _attention(torch.bfloat16, 128, **_blocksparse_mask())),
+    "attention bf16 D128 block-sparse long lists atomic dq (split dk/dv)": lambda: _atomic_dq(
+        lambda: _attention(torch.bfloat16, 128, n=4096, **_nsa_like_mask())),
     # names kept out of the CI test's "attention fp32" pattern
     "attention (head-packed) bf16 D128 block-sparse GQA4 (PACK 2)": lambda: _attention_packed(torch.bfloat16, 128),
     "attention (head-packed) fp16 D64 block-sparse GQA4 (PACK 2)": lambda: _attention_packed(torch.float16, 64),
@@ -221,6 +291,10 @@ WORKLOADS = {
     "nsa (other paths) importance fp16 D256": lambda: _nsa_importance(torch.float16, 256),
     "nsa (other paths) importance fp32 D64": lambda: _nsa_importance(torch.float32, 64),
     "nsa gate combine bf16 Dv128": lambda: _nsa_gates(torch.bfloat16, 128),
+    "rnnt fused joint+loss bf16 J512 V1024": lambda: _rnnt("bf16"),
+    "rnnt fused joint+loss tf32 J256 V29 no bias": lambda: _rnnt("tf32", 256, 29, False),
+    "rnnt fused joint+loss bf16 J160 V29 (transducer small)": lambda: _rnnt("bf16", 160, 29),
+    "rnnt fused joint+loss ieee J1024 V1024": lambda: _rnnt("ieee", 1024),
 }
 
 
@@ -246,7 +320,7 @@ def record(only: str | None = None) -> list[Launch]:
         if only and not re.search(only, name):
             continue
         got: list[Launch] = []
-        with record_launches(name, got), torch.no_grad():
+        with record_launches(name, got), record_plain_launches(name, got), torch.no_grad():
             work()
         for launch in got:
             key = (launch.fn.__name__, _spec_key(launch.fn, launch.args))

@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 try:
@@ -37,7 +39,8 @@ try:
 except Exception:  # pragma: no cover
     _DM_BASE = object
 
-__all__ = ["PriorConfig", "sample_table", "sample_batch", "TabularPriorDataset", "TabularPriorDataModule"]
+__all__ = ["PriorConfig", "sample_table", "sample_batch", "TabularPriorDataset", "TabularPriorDataModule",
+           "TorchPriorConfig", "sample_batch_torch"]
 
 
 @dataclass
@@ -197,6 +200,238 @@ def sample_batch(rng: np.random.Generator, cfg: PriorConfig) -> dict[str, torch.
             "train_sizes": torch.tensor(ts, dtype=torch.int64)}
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# batched torch prior (runs on the training device: steps are bound by the model, not by CPU prior workers)
+# ----------------------------------------------------------------------------------------------------------------
+_TORCH_ACTS = (
+    torch.tanh,
+    torch.relu,
+    torch.sigmoid,
+    torch.sin,
+    lambda x: x,
+    lambda x: F.leaky_relu(x, 0.1),
+    torch.abs,
+    lambda x: torch.sign(x) * torch.sqrt(torch.abs(x)),
+    lambda x: (x > 0).to(x.dtype),  # step: piecewise-constant (tree-like) nodes
+    lambda x: torch.exp(-x * x),  # bump: non-monotone
+)
+
+
+@dataclass
+class TorchPriorConfig:
+    """Ranges of the batched torch prior (inclusive). Rows, features and the number of tables per batch are shared
+    by the tables of one batch; everything else is drawn per table.
+
+    ``p_linear``: probability that a table's labels are a noisy multinomial-logistic function of its features (real
+    tables are often close to linearly separable); otherwise the target is a random node of a random MLP-SCM binned
+    into classes. ``max_cells``: tables per batch = ``min(batch_size, max_cells // (T * (F + 4)))``.
+    Curriculum: over the first ``curriculum`` fraction of training, the largest T and F grow linearly from
+    ``start_rows`` / ``start_features`` to ``max_rows`` / ``max_features`` (T and F are drawn log-uniformly).
+    """
+
+    batch_size: int = 64
+    min_features: int = 2
+    max_features: int = 100
+    min_rows: int = 32
+    max_rows: int = 1024
+    max_classes: int = 10
+    min_train_frac: float = 0.3
+    max_train_frac: float = 0.9
+    p_linear: float = 0.35
+    p_effect: float = 0.4
+    p_categorical: float = 0.15
+    min_layers: int = 1
+    max_layers: int = 4
+    min_hidden: int = 8
+    max_hidden: int = 64
+    max_noise: float = 0.1
+    max_cells: int = 1 << 21
+    start_rows: int = 128
+    start_features: int = 16
+    curriculum: float = 0.5
+    clip: float = 10.0
+
+    def validate(self) -> None:
+        if not 1 <= self.min_features <= self.max_features:
+            raise ValueError(f"need 1 <= min_features <= max_features, got {self.min_features}, {self.max_features}")
+        if not 4 <= self.min_rows <= self.max_rows:
+            raise ValueError(f"need 4 <= min_rows <= max_rows, got {self.min_rows}, {self.max_rows}")
+        if not 0.0 < self.min_train_frac <= self.max_train_frac < 1.0:
+            raise ValueError("need 0 < min_train_frac <= max_train_frac < 1")
+        if self.max_classes < 2:
+            raise ValueError(f"max_classes must be >= 2, got {self.max_classes}")
+        if self.batch_size < 1 or self.max_cells < 1:
+            raise ValueError("batch_size and max_cells must be >= 1")
+        if not 0.0 <= self.curriculum <= 1.0:
+            raise ValueError(f"curriculum must be in [0, 1], got {self.curriculum}")
+
+    def shape_at(self, progress: float, gen: torch.Generator) -> tuple[int, int, int]:
+        """(tables, rows T, features F) of a batch at training ``progress`` in [0, 1] (the curriculum)."""
+        p = 1.0 if self.curriculum <= 0 else min(1.0, max(0.0, progress) / self.curriculum)
+        hi_rows = round(min(self.start_rows, self.max_rows) + p * (self.max_rows - min(self.start_rows, self.max_rows)))
+        hi_feat = round(min(self.start_features, self.max_features)
+                        + p * (self.max_features - min(self.start_features, self.max_features)))
+        u = torch.rand(2, generator=gen, device=gen.device).tolist()
+        T = int(round(math.exp(math.log(self.min_rows) + u[0] * (math.log(max(hi_rows, self.min_rows))
+                                                                   - math.log(self.min_rows)))))
+        Fn = int(round(math.exp(math.log(self.min_features) + u[1] * (math.log(max(hi_feat, self.min_features))
+                                                                        - math.log(self.min_features)))))
+        T, Fn = max(self.min_rows, min(T, self.max_rows)), max(self.min_features, min(Fn, self.max_features))
+        B = max(1, min(self.batch_size, self.max_cells // (T * (Fn + 4))))
+        return B, T, Fn
+
+
+def _uniform(gen, shape, lo, hi, device):
+    return lo + (hi - lo) * torch.rand(shape, generator=gen, device=device)
+
+
+def _randint(gen, lo, hi, shape, device):  # inclusive
+    return torch.randint(lo, hi + 1, shape, generator=gen, device=device)
+
+
+def _standardise(h: Tensor) -> Tensor:
+    return (h - h.mean(dim=1, keepdim=True)) / (h.std(dim=1, keepdim=True) + 1e-6)
+
+
+def _mlp_scm_nodes(gen, B: int, T: int, n_nodes: int, cfg: TorchPriorConfig, device) -> Tensor:
+    """Node values (B, T, >= n_nodes) of random layered MLP-SCMs (one graph per table, shared widths)."""
+    n_layers = int(_randint(gen, cfg.min_layers, cfg.max_layers, (1,), device))
+    hidden = int(_randint(gen, cfg.min_hidden, cfg.max_hidden, (1,), device))
+    hidden = max(hidden, math.ceil(n_nodes / n_layers))
+    d0 = int(_randint(gen, 2, max(3, hidden // 2), (1,), device))
+    # root causes: normal, uniform or a per-column mix; optional heteroscedastic rows
+    normal = torch.randn(B, T, d0, generator=gen, device=device)
+    unif = _uniform(gen, (B, T, d0), -1.7, 1.7, device)
+    kind = _randint(gen, 0, 2, (B, 1, 1), device)
+    mix = torch.rand(B, 1, d0, generator=gen, device=device) < 0.5
+    h = torch.where(kind == 0, normal, torch.where(kind == 1, unif, torch.where(mix, normal, unif)))
+    hetero = torch.rand(B, 1, 1, generator=gen, device=device) < 0.3
+    h = torch.where(hetero, h * torch.exp(0.5 * torch.randn(B, T, 1, generator=gen, device=device)), h)
+    noise = torch.exp(_uniform(gen, (B, 1, 1), math.log(1e-3), math.log(cfg.max_noise), device))
+    nodes = [h]
+    for _ in range(n_layers):
+        w = torch.randn(B, h.shape[-1], hidden, generator=gen, device=device) / math.sqrt(h.shape[-1])
+        sparse = torch.rand(B, 1, 1, generator=gen, device=device) < 0.5
+        w = torch.where(sparse, w * (torch.rand(w.shape, generator=gen, device=device) < 0.5), w)
+        pre = _standardise(h @ w) + 0.5 * torch.randn(B, 1, hidden, generator=gen, device=device)
+        act = _randint(gen, 0, len(_TORCH_ACTS) - 1, (B, 1, 1), device)
+        h = torch.zeros_like(pre)
+        for i, fn in enumerate(_TORCH_ACTS):
+            h = torch.where(act == i, fn(pre), h)
+        h = h + noise * torch.randn(h.shape, generator=gen, device=device) * (h.std(dim=1, keepdim=True) + 1e-6)
+        nodes.append(h)
+    return torch.cat(nodes, dim=-1)
+
+
+def _bin_target(gen, t: Tensor, n_classes: Tensor, max_classes: int, device) -> Tensor:
+    """Continuous targets (B, T) -> classes (B, T) in 0..n_classes[b]-1: random quantile (70 %) or value thresholds,
+    then a random permutation of the classes."""
+    B, T = t.shape
+    k = torch.arange(max_classes - 1, device=device)[None, :]
+    valid = k < (n_classes[:, None] - 1)
+    q = torch.sort(torch.where(valid, _uniform(gen, (B, max_classes - 1), 0.05, 0.95, device), 2.0), dim=1).values
+    st = torch.sort(t, dim=1).values
+    by_rank = st.gather(1, (q.clamp(max=1.0) * (T - 1)).round().long())
+    lo, hi = st[:, :1], st[:, -1:]
+    by_value = torch.sort(lo + (hi - lo) * torch.rand(B, max_classes - 1, generator=gen, device=device), dim=1).values
+    rank = torch.rand(B, 1, generator=gen, device=device) < 0.7
+    bounds = torch.where(valid, torch.where(rank, by_rank, by_value), torch.inf)
+    y = (t[:, :, None] > bounds[:, None, :]).sum(-1)
+    return _permute_classes(gen, y, n_classes, max_classes, device)
+
+
+def _permute_classes(gen, y: Tensor, n_classes: Tensor, max_classes: int, device) -> Tensor:
+    keys = torch.rand(y.shape[0], max_classes, generator=gen, device=device)
+    keys = torch.where(torch.arange(max_classes, device=device)[None, :] < n_classes[:, None], keys, 2.0)
+    return keys.argsort(dim=1).gather(1, y)
+
+
+def _relabel_by_train(y: Tensor, train_mask: Tensor, max_classes: int) -> tuple[Tensor, Tensor]:
+    """Map classes present in the train rows to 0..C_train-1 (in class order), the others after them."""
+    present = (F.one_hot(y, max_classes) * train_mask[..., None]).sum(1) > 0  # (B, C)
+    n_present = present.sum(1, keepdim=True)
+    new = torch.where(present, present.cumsum(1) - 1, n_present + (~present).cumsum(1) - 1)
+    return new.gather(1, y), n_present[:, 0]
+
+
+def sample_batch_torch(gen: torch.Generator, cfg: TorchPriorConfig, progress: float = 1.0,
+                       shape: tuple[int, int, int] | None = None) -> dict[str, Tensor]:
+    """A prior batch on ``gen.device``: ``{"X" (B, T, F) float32, "y" (B, T) int64, "train_sizes" (B,) int64}``.
+
+    ``shape``: (B, T, F), else drawn by :meth:`TorchPriorConfig.shape_at` at ``progress``. Per table: MLP-SCM nodes
+    (random activations incl. step and bump functions, sparse weights, noise), F features and a target picked among
+    the nodes; with probability ``p_linear`` the labels come from a random multinomial-logistic model of the
+    (standardised) features instead; 2..max_classes classes; categorical features (2-10 random ordinal codes);
+    z-scored with the train rows' statistics and clipped. Train labels are 0..C_train-1 with C_train >= 2.
+    """
+    device = gen.device
+    B, T, Fn = shape if shape is not None else cfg.shape_at(progress, gen)
+    C = cfg.max_classes
+    frac = _uniform(gen, (B,), cfg.min_train_frac, cfg.max_train_frac, device)
+    n_train = (frac * T).round().long().clamp(2, T - 1)
+    train_mask = torch.arange(T, device=device)[None, :] < n_train[:, None]
+
+    nodes = _mlp_scm_nodes(gen, B, T, Fn + 1, cfg, device)
+    pick = torch.rand(B, nodes.shape[-1], generator=gen, device=device).argsort(dim=1)[:, : Fn + 1]
+    chosen = nodes.gather(2, pick[:, None, :].expand(B, T, Fn + 1))
+    X, t = _standardise(chosen[..., :Fn]), chosen[..., Fn]
+    # "effect" tables: the target is a random one-hidden-layer function of a subset of the chosen features
+    effect = torch.rand(B, 1, generator=gen, device=device) < cfg.p_effect
+    w1 = torch.randn(B, Fn, 16, generator=gen, device=device)
+    w1 = w1 * (torch.rand(B, Fn, 1, generator=gen, device=device) < _uniform(gen, (B, 1, 1), 0.2, 1.0, device))
+    act = _randint(gen, 0, len(_TORCH_ACTS) - 1, (B, 1, 1), device)
+    pre = _standardise(X @ w1)
+    hid = torch.zeros_like(pre)
+    for i, fn in enumerate(_TORCH_ACTS):
+        hid = torch.where(act == i, fn(pre), hid)
+    t_eff = (hid @ torch.randn(B, 16, 1, generator=gen, device=device))[..., 0]
+    t_eff = t_eff + 0.1 * torch.exp(_uniform(gen, (B, 1), math.log(0.01), math.log(1.0), device)) * \
+        t_eff.std(dim=1, keepdim=True) * torch.randn(B, T, generator=gen, device=device)
+    t = torch.where(effect, t_eff, t)
+    t = torch.nan_to_num(_standardise(torch.nan_to_num(t)[..., None])[..., 0])
+    t = t + 1e-4 * torch.randn(B, T, generator=gen, device=device)  # no ties (constant nodes become noise)
+    n_classes = _randint(gen, 2, C, (B,), device)
+    y = _bin_target(gen, t, n_classes, C, device)
+
+    # multinomial-logistic tables: y = argmax_c (X w_c * scale + b_c + Gumbel noise), w sparse over features
+    w = torch.randn(B, Fn, C, generator=gen, device=device)
+    relevant = torch.rand(B, Fn, 1, generator=gen, device=device) < _uniform(gen, (B, 1, 1), 0.2, 1.0, device)
+    w = w * relevant / torch.sqrt(relevant.sum(1, keepdim=True).clamp(min=1))
+    scale = torch.exp(_uniform(gen, (B, 1, 1), math.log(1.0), math.log(10.0), device))
+    gumbel = -torch.log(-torch.log(torch.rand(B, T, C, generator=gen, device=device).clamp(1e-9, 1 - 1e-9)))
+    logits = (X @ w) * scale + 0.5 * torch.randn(B, 1, C, generator=gen, device=device) + gumbel
+    logits = logits.masked_fill(torch.arange(C, device=device)[None, None, :] >= n_classes[:, None, None], -torch.inf)
+    linear = torch.rand(B, 1, generator=gen, device=device) < cfg.p_linear
+    y = torch.where(linear, _permute_classes(gen, logits.argmax(-1), n_classes, C, device), y)
+
+    y, n_present = _relabel_by_train(y, train_mask, C)
+    # fewer than 2 classes among the train rows: binary split of the target at its train median instead
+    t_train = torch.where(train_mask, t, torch.nan)
+    median = t_train.nanmedian(dim=1, keepdim=True).values
+    binary = (t > median).long()
+    binary, n_bin = _relabel_by_train(binary, train_mask, C)
+    y = torch.where((n_present < 2)[:, None], binary, y)
+
+    # categorical features: 2..10 quantile bins with random ordinal codes
+    cat = torch.rand(B, 1, Fn, generator=gen, device=device) < cfg.p_categorical
+    k = _randint(gen, 2, 10, (B, 1, Fn), device)
+    ranks = X.argsort(dim=1).argsort(dim=1).to(X.dtype) / T
+    bins = (ranks * k).floor().long().clamp(max=9)
+    keys = torch.rand(B, Fn, 10, generator=gen, device=device)
+    keys = torch.where(torch.arange(10, device=device)[None, None, :] < k[:, 0, :, None], keys, 2.0)
+    codes = keys.argsort(-1).to(X.dtype)  # (B, F, 10): a permutation of 0..k-1 in the first k slots
+    coded = codes.gather(2, bins.transpose(1, 2)).transpose(1, 2)
+    X = torch.where(cat, coded, X)
+
+    # z-score with the train rows' statistics, clip
+    m = train_mask[..., None].to(X.dtype)
+    cnt = m.sum(1, keepdim=True)
+    mu = (X * m).sum(1, keepdim=True) / cnt
+    sd = torch.sqrt(((X - mu) ** 2 * m).sum(1, keepdim=True) / cnt) + 1e-6
+    X = torch.nan_to_num((X - mu) / sd, nan=0.0, posinf=cfg.clip, neginf=-cfg.clip).clamp(-cfg.clip, cfg.clip)
+    return {"X": X.float().contiguous(), "y": y.long().contiguous(), "train_sizes": n_train.long()}
+
+
 class TabularPriorDataset(IterableDataset):
     """Endless (or ``num_batches``-long) stream of prior batches; seeded per worker and rank."""
 
@@ -222,25 +457,59 @@ class TabularPriorDataset(IterableDataset):
             k += 1
 
 
+class _SeedStream(IterableDataset):
+    """``num_batches`` tiny ``{"prior_seed": int64}`` items: the torch prior draws the batch after transfer."""
+
+    def __init__(self, seed: int, num_batches: int, rank: int = 0):
+        self.seed, self.num_batches, self.rank = seed, num_batches, rank
+        self._passes = 0
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self):
+        base = (self.seed * 1_000_003 + self.rank * 7_919 + self._passes * 104_729) % (1 << 62)
+        self._passes += 1
+        for k in range(self.num_batches):
+            yield {"prior_seed": torch.tensor(base + k * 15_485_863, dtype=torch.int64)}
+
+
 class TabularPriorDataModule(_DM_BASE):
     """Lightning data module streaming prior batches (train) and a fixed set of validation batches.
 
     Args: ``batch_size`` tables per batch; ``steps_per_epoch`` batches per "epoch"; ``val_batches`` fixed validation
     batches (seed + 10_000); ``num_workers`` DataLoader workers; the rest as :class:`PriorConfig`.
+
+    ``backend="torch"``: the batched :func:`sample_batch_torch` prior, drawn on the training device in
+    ``on_after_batch_transfer`` (the loader only yields seeds) with the :class:`TorchPriorConfig` options
+    (``p_linear``, ``p_effect``, ``max_cells``, curriculum ``start_rows`` / ``start_features`` / ``curriculum``);
+    training progress for the curriculum is ``trainer.lightning_module.progress()`` when the task has it, else
+    ``global_step / max_steps``. ``max_train_frac`` etc. apply to both backends.
     """
 
     def __init__(self, batch_size: int = 8, steps_per_epoch: int = 1000, val_batches: int = 8, num_workers: int = 0,
                  seed: int = 0, min_features: int = 2, max_features: int = 20, min_rows: int = 64,
                  max_rows: int = 256, max_classes: int = 10, min_train_frac: float = 0.1, max_train_frac: float = 0.9,
-                 p_tree: float = 0.3, p_categorical: float = 0.2):
+                 p_tree: float = 0.3, p_categorical: float = 0.2, backend: str = "numpy", p_linear: float = 0.35,
+                 p_effect: float = 0.4, max_cells: int = 1 << 21, start_rows: int = 128, start_features: int = 16,
+                 curriculum: float = 0.5):
         super().__init__()
         if hasattr(self, "save_hyperparameters"):
             self.save_hyperparameters()
+        if backend not in ("numpy", "torch"):
+            raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}")
+        self.backend = backend
         self.cfg = PriorConfig(batch_size=batch_size, min_features=min_features, max_features=max_features,
                                min_rows=min_rows, max_rows=max_rows, max_classes=max_classes,
                                min_train_frac=min_train_frac, max_train_frac=max_train_frac, p_tree=p_tree,
                                p_categorical=p_categorical)
         self.cfg.validate()
+        self.torch_cfg = TorchPriorConfig(
+            batch_size=batch_size, min_features=min_features, max_features=max_features, min_rows=min_rows,
+            max_rows=max_rows, max_classes=max_classes, min_train_frac=min_train_frac, max_train_frac=max_train_frac,
+            p_linear=p_linear, p_effect=p_effect, p_categorical=p_categorical, max_cells=max_cells,
+            start_rows=start_rows, start_features=start_features, curriculum=curriculum)
+        self.torch_cfg.validate()
         self.steps_per_epoch, self.val_batches = steps_per_epoch, val_batches
         self.num_workers, self.seed = num_workers, seed
 
@@ -250,16 +519,44 @@ class TabularPriorDataModule(_DM_BASE):
 
     def train_dataloader(self) -> DataLoader:
         epoch = int(getattr(getattr(self, "trainer", None), "current_epoch", 0) or 0)
+        if self.backend == "torch":
+            return DataLoader(_SeedStream(self.seed + 7919 * epoch, self.steps_per_epoch, self._rank()),
+                              batch_size=None, num_workers=0)
         ds = TabularPriorDataset(self.cfg, seed=self.seed + 7919 * epoch, num_batches=self.steps_per_epoch,
                                  rank=self._rank())
         return DataLoader(ds, batch_size=None, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
 
+    def progress(self) -> float:
+        """Training progress in [0, 1] for the torch prior's curriculum."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1.0
+        task = getattr(trainer, "lightning_module", None)
+        if task is not None and hasattr(task, "progress"):
+            return float(task.progress())
+        max_steps = getattr(trainer, "max_steps", -1) or -1
+        return min(1.0, trainer.global_step / max_steps) if max_steps > 0 else 1.0
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
+        """Torch backend: turn a transferred ``{"prior_seed"}`` item into a prior batch on its device."""
+        if isinstance(batch, dict) and "prior_seed" in batch:
+            seed = batch["prior_seed"]
+            gen = torch.Generator(device=seed.device)
+            gen.manual_seed(int(seed))
+            with torch.no_grad():
+                return sample_batch_torch(gen, self.torch_cfg, self.progress())
+        return batch
+
     def _fixed(self, seed: int) -> DataLoader:
         # Validation / test episodes are drawn once and kept: identical every epoch, no generation cost after that.
         cache = self.__dict__.setdefault("_fixed_batches", {})
         if seed not in cache:
-            cache[seed] = list(TabularPriorDataset(self.cfg, seed=seed, num_batches=self.val_batches, rank=0))
+            if self.backend == "torch":  # full-size tables (curriculum end), drawn on the CPU once
+                gen = torch.Generator().manual_seed(seed)
+                cache[seed] = [sample_batch_torch(gen, self.torch_cfg, 1.0) for _ in range(self.val_batches)]
+            else:
+                cache[seed] = list(TabularPriorDataset(self.cfg, seed=seed, num_batches=self.val_batches, rank=0))
         return DataLoader(cache[seed], batch_size=None, num_workers=0)
 
     def val_dataloader(self) -> DataLoader:
@@ -270,4 +567,4 @@ class TabularPriorDataModule(_DM_BASE):
 
     def config(self) -> dict:
         """The prior configuration as a dict (for cards)."""
-        return asdict(self.cfg)
+        return asdict(self.torch_cfg if self.backend == "torch" else self.cfg)

@@ -13,6 +13,7 @@ from .attention import (
 from .gla import GatedLinearAttention, gla  # noqa: F401  (GLA layer, docs/kernels/gla.md)
 from .moc import MoCAttention, moc_attention, moc_reference  # noqa: F401  (docs/kernels/moc.md)
 from .nsa import NSAAttention, nsa, nsa_reference  # noqa: F401  (docs/kernels/nsa.md)
+from .rnnt import fused_rnnt_loss  # noqa: F401  (docs/kernels/rnnt.md)
 
 __all__ = [
     "BlockSparse",

@@ -32,6 +32,7 @@ All softmax attention goes through :func:`zoo.kernels.attention` (via :func:`_at
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -51,6 +52,7 @@ __all__ = [
     "clean_state_dict",
     "RELEASED_CONFIG",
     "SMALL_CONFIG",
+    "ContextCache",
 ]
 
 SKIP_VALUE = -100.0
@@ -261,7 +263,9 @@ class LinearAttentionBlock(nn.Module):
         keep = ~(flat == self.skip_value).all(dim=-1).all(dim=-1)
         out = torch.full_like(flat, self.skip_value)
         if bool(keep.any()):
-            out[keep] = self.transformer_layer(flat[keep], train_size, None if km is None else km[keep])
+            kept = self.transformer_layer(flat[keep], train_size, None if km is None else km[keep])
+            out = out.to(kept.dtype)  # autocast may change the layer's output dtype
+            out[keep] = kept
         return out.reshape(*lead, *src.shape[-2:])
 
 
@@ -586,6 +590,136 @@ class ICLearning(nn.Module):
         return softmax_temperature * torch.log(probs + 1e-6) if return_logits else probs
 
 
+
+# ----------------------------------------------------------------------------------------------------------------
+# training-context cache (inference): train rows never attend to test rows, so everything the test rows read from
+# them -- the linear-attention state ``(sum_s phi(k_s) v_s^T, sum_s phi(k_s))`` of every column block and the
+# keys/values of every ICL block -- is computed once and reused by any number of test rows.
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class ContextCache:
+    """What :meth:`OrionBix.build_context` keeps of a training context (eval only).
+
+    ``col_states``: per column block, ``(keep (N,) bool, kv (N', H, D, D), k_sum (N', H, D))`` for the N = B' * (R + F)
+    columns of the embedded tables (B' = 1 with ``feature_shuffles``: table 0, permuted by ``shuffle_idx``).
+    ``icl_kv``: per ICL block, keys and values of the train rows (B, H, n_train, D). ``num_classes``: classes in
+    ``y_train[0]`` (the logits are sliced to it).
+    """
+
+    n_train: int
+    num_features: int
+    batch: int
+    num_classes: int
+    col_states: list
+    shuffle_idx: Tensor | None
+    icl_kv: list
+
+    def nbytes(self) -> int:
+        """Memory held by the cache in bytes."""
+        ts = [t for st in self.col_states for t in st] + [t for kv in self.icl_kv for t in kv]
+        return sum(t.numel() * t.element_size() for t in ts)
+
+
+def _linear_attention_state(attn: MultiHeadLinearAttention, x_kv: Tensor) -> tuple[Tensor, Tensor]:
+    """``(kv (N, H, D, D), k_sum (N, H, D))`` of keys/values ``x_kv`` (N, S, E), as :class:`MultiHeadLinearAttention`
+    contracts them."""
+    n, s, _ = x_kv.shape
+    k = F.elu(attn.key_projection(x_kv).view(n, s, attn.n_heads, -1)) + 1
+    v = attn.value_projection(x_kv).view(n, s, attn.n_heads, -1)
+    return torch.einsum("nshd,nshm->nhdm", k, v), k.sum(dim=1)
+
+
+def _linear_attention_read(attn: MultiHeadLinearAttention, x_q: Tensor, kv: Tensor, k_sum: Tensor) -> Tensor:
+    """:meth:`MultiHeadLinearAttention.forward` with the key/value state precomputed: (N, L, E) -> (N, L, E)."""
+    n, l, e = x_q.shape
+    q = F.elu(attn.query_projection(x_q).view(n, l, attn.n_heads, -1)) + 1
+    z = 1.0 / (torch.einsum("nlhd,nhd->nlh", q, k_sum) + attn.eps)
+    out = torch.einsum("nlhd,nhmd->nlhm", q, kv) * z[..., None]
+    return attn.out_projection(out.reshape(n, l, e))
+
+
+def _encoder_layer_read(layer: LinearAttentionEncoderLayer, x: Tensor, kv: Tensor, k_sum: Tensor) -> Tensor:
+    x = layer.norm1(x + layer.dropout(_linear_attention_read(layer.attention, x, kv, k_sum)))
+    y = layer.dropout(layer.linear2(layer.dropout(layer.activation(layer.linear1(x)))))
+    return layer.norm2(x + y)
+
+
+def _col_features(col: ColEmbedding, X: Tensor) -> Tensor:
+    if col.reserve_cls_tokens > 0:
+        X = F.pad(X, (col.reserve_cls_tokens, 0), value=SKIP_VALUE)
+    return X.transpose(1, 2).unsqueeze(-1)  # (B, HC, T, 1)
+
+
+def _col_finish(col: ColEmbedding, feats: Tensor, src: Tensor) -> Tensor:
+    return (feats * col.ln_w(col.out_w(src)) + col.ln_b(col.out_b(src))).transpose(1, 2)
+
+
+def _col_context(col: ColEmbedding, X_train: Tensor) -> tuple[Tensor, list]:
+    """Column embeddings of the train rows (B, n, HC, E) and the per-block linear-attention states."""
+    feats = _col_features(col, X_train)
+    src = col.in_linear(feats)
+    states = []
+    for block in col.tf_col.blocks:
+        flat = src.reshape(-1, *src.shape[-2:])
+        keep = ~(flat == block.skip_value).all(dim=-1).all(dim=-1)
+        out = torch.full_like(flat, block.skip_value)
+        kv, k_sum = _linear_attention_state(block.transformer_layer.attention, flat[keep])
+        out[keep] = _encoder_layer_read(block.transformer_layer, flat[keep], kv, k_sum)
+        states.append((keep, kv, k_sum))
+        src = out.reshape(src.shape)
+    return _col_finish(col, feats, src), states
+
+
+def _col_read(col: ColEmbedding, X_test: Tensor, states: list) -> Tensor:
+    """Column embeddings of test rows (B, m, HC, E) from the cached per-block states."""
+    feats = _col_features(col, X_test)
+    src = col.in_linear(feats)
+    for block, (keep, kv, k_sum) in zip(col.tf_col.blocks, states):
+        flat = src.reshape(-1, *src.shape[-2:])
+        if bool((~(flat[~keep] == block.skip_value)).any()):
+            raise ValueError("a column that is entirely the skip value -100 in the training rows holds other values "
+                             "in the test rows: use the uncached forward")
+        out = torch.full_like(flat, block.skip_value)
+        out[keep] = _encoder_layer_read(block.transformer_layer, flat[keep], kv, k_sum)
+        src = out.reshape(src.shape)
+    return _col_finish(col, feats, src)
+
+
+def _mha_block_kv(block: MultiheadAttentionBlock, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Keys and values (B, H, n, D) that rows ``x`` (B, n, E) offer as context in ``block``."""
+    src = block.norm1(x) if block.norm_first else x
+    attn = block.attn
+    _, w_k, w_v = attn.in_proj_weight.chunk(3)
+    _, b_k, b_v = attn.in_proj_bias.chunk(3)
+    h = attn.num_heads
+    k = F.linear(src, w_k, b_k).reshape(x.shape[0], x.shape[1], h, -1).transpose(1, 2)
+    v = F.linear(src, w_v, b_v).reshape(x.shape[0], x.shape[1], h, -1).transpose(1, 2)
+    return k, v
+
+
+def _mha_block_read(block: MultiheadAttentionBlock, x: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """:meth:`MultiheadAttentionBlock.forward` of rows ``x`` (B, m, E) against cached keys/values."""
+    attn = block.attn
+    w_q, b_q = attn.in_proj_weight.chunk(3)[0], attn.in_proj_bias.chunk(3)[0]
+    b, m, e = x.shape
+    h = attn.num_heads
+
+    def attend(inp: Tensor) -> Tensor:
+        q = F.linear(inp, w_q, b_q).reshape(b, m, h, -1).transpose(1, 2)
+        return attn.out_proj(_attend(q, k, v).transpose(1, 2).reshape(b, m, e))
+
+    if block.norm_first:
+        x = x + block.dropout1(attend(block.norm1(x)))
+        return x + block._ff(block.norm2(x))
+    x = block.norm1(x + block.dropout1(attend(x)))
+    return block.norm2(x + block._ff(x))
+
+
+def _icl_head(icl: ICLearning, src: Tensor) -> Tensor:
+    if icl.norm_first:
+        src = icl.ln(src)
+    return icl.decoder(src)
+
 # ----------------------------------------------------------------------------------------------------------------
 # model
 # ----------------------------------------------------------------------------------------------------------------
@@ -692,6 +826,67 @@ class OrionBix(nn.Module):
                                 None if embed_with_test else train_sizes_eff)
         R = self.bi_axial_attention(emb)
         return self.icl_predictor(R, y_train, return_logits, softmax_temperature, train_sizes_eff)
+
+    @torch.no_grad()
+    def build_context(self, X_train: Tensor, y_train: Tensor,
+                      feature_shuffles: Sequence[Sequence[int]] | None = None) -> ContextCache:
+        """Cache the training context (eval mode, at most ``max_classes`` classes) for :meth:`forward_with_context`.
+
+        ``X_train`` (B, n_train, F), ``y_train`` (B, n_train) class ids, ``feature_shuffles`` as in :meth:`forward`.
+        ``forward_with_context(X_test, cache)`` equals ``forward(cat([X_train, X_test], 1), y_train)`` (same
+        ``feature_shuffles``) up to float rounding, at the cost of the test rows only.
+        """
+        if self.training:
+            raise ValueError("build_context is for inference: call model.eval() first")
+        if X_train.dim() != 3 or y_train.shape != X_train.shape[:2]:
+            raise ValueError(f"need X_train (B, n, F) and y_train (B, n), got {tuple(X_train.shape)}, "
+                             f"{tuple(y_train.shape)}")
+        num_classes = len(torch.unique(y_train[0]))
+        if any(len(torch.unique(yi)) != num_classes for yi in y_train):
+            raise ValueError("all tables in an inference batch must have the same number of classes")
+        if num_classes > self.max_classes:
+            raise ValueError(f"{num_classes} classes > max_classes={self.max_classes} (hierarchical routing): "
+                             "the context cache covers the standard path only")
+        b, n, f = X_train.shape
+        shuffle_idx = None
+        if feature_shuffles is not None and b > 1:
+            if len(feature_shuffles) != b:
+                raise ValueError(f"feature_shuffles must hold one pattern per table ({b}), got {len(feature_shuffles)}")
+            r = self.col_embedder.reserve_cls_tokens
+            pos0 = {c: j for j, c in enumerate(feature_shuffles[0])}
+            shuffle_idx = torch.tensor([list(range(r)) + [r + pos0[c] for c in p] for p in feature_shuffles],
+                                       device=X_train.device)
+            emb, col_states = _col_context(self.col_embedder, X_train[:1])
+            emb = emb[0][:, shuffle_idx].permute(1, 0, 2, 3)
+        else:
+            emb, col_states = _col_context(self.col_embedder, X_train)
+        x = self.bi_axial_attention(emb) + self.icl_predictor.y_encoder(y_train)
+        icl_kv = []
+        for block in self.icl_predictor.tf_icl.blocks:
+            k, v = _mha_block_kv(block, x)
+            icl_kv.append((k, v))
+            x = _mha_block_read(block, x, k, v)
+        return ContextCache(n, f, b, num_classes, col_states, shuffle_idx, icl_kv)
+
+    @torch.no_grad()
+    def forward_with_context(self, X_test: Tensor, cache: ContextCache, return_logits: bool = True,
+                             softmax_temperature: float = 0.9) -> Tensor:
+        """Predict test rows ``X_test`` (B, m, F) against a cached context: (B, m, C) logits or probabilities."""
+        if self.training:
+            raise ValueError("forward_with_context is for inference: call model.eval() first")
+        if X_test.dim() != 3 or X_test.shape[0] != cache.batch or X_test.shape[2] != cache.num_features:
+            raise ValueError(f"X_test must be (B={cache.batch}, m, F={cache.num_features}), got "
+                             f"{tuple(X_test.shape)}")
+        if cache.shuffle_idx is not None:
+            emb = _col_read(self.col_embedder, X_test[:1], cache.col_states)[0]
+            emb = emb[:, cache.shuffle_idx].permute(1, 0, 2, 3)
+        else:
+            emb = _col_read(self.col_embedder, X_test, cache.col_states)
+        x = self.bi_axial_attention(emb)
+        for block, (k, v) in zip(self.icl_predictor.tf_icl.blocks, cache.icl_kv):
+            x = _mha_block_read(block, x, k, v)
+        out = _icl_head(self.icl_predictor, x)[..., : cache.num_classes]
+        return out if return_logits else torch.softmax(out / softmax_temperature, dim=-1)
 
 
 # ----------------------------------------------------------------------------------------------------------------

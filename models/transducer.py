@@ -338,13 +338,22 @@ class TransformerTransducer(nn.Module):
         lab = self.label_proj(label_enc).unsqueeze(1)
         return self.joint_out(torch.tanh(a + lab))
 
-    def forward(self, audio, audio_lengths, targets, target_lengths, left=None, right=None) -> dict:
+    def forward(self, audio, audio_lengths, targets, target_lengths, left=None, right=None,
+                fused_loss: bool = False) -> dict:
         """Training step: audio (B, S) float, audio_lengths (B,), targets (B, U) int (padded), target_lengths (B,).
 
         Returns ``{"loss": mean RNN-T loss (scalar fp32), "logit_lengths": (B,)}``. See :func:`rnnt_loss` for memory.
+        ``fused_loss``: joint + loss in one Triton kernel set (``zoo.kernels.rnnt.fused_rnnt_loss``), never
+        materialising the (B, T, U+1, V) logits; same loss and gradients (falls back to this path off CUDA).
         """
         enc, lengths = self.encode_audio(audio, audio_lengths, left, right)
         lab = self.encode_labels(targets, target_lengths)
+        if fused_loss:
+            from zoo.kernels.rnnt import fused_rnnt_loss
+
+            loss = fused_rnnt_loss(self.audio_proj(enc), self.label_proj(lab), self.joint_out.weight,
+                                   self.joint_out.bias, targets, lengths, target_lengths, blank=self.blank)
+            return {"loss": loss, "logit_lengths": lengths}
         logits = self.joint(enc, lab)
         loss = rnnt_loss(logits, targets, lengths, target_lengths, blank=self.blank)
         return {"loss": loss, "logit_lengths": lengths}

@@ -14,7 +14,8 @@ from typing import Any, Sequence
 
 __all__ = ["build_parser", "main", "COMMANDS"]
 
-COMMANDS = ("list", "info", "export", "convert", "publish", "cache")
+COMMANDS = ("list", "info", "export", "convert", "publish", "cache", "tts", "ist", "video-qa", "crane-convert",
+            "moc-experiment")
 
 
 class CommandError(Exception):
@@ -294,6 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--revision", default="main")
     s.add_argument("--cache-dir", default=None, help="default: $HF_HUB_CACHE or $HF_HOME/hub")
     s.set_defaults(fn=cmd_cache)
+
+    from zoo import crane_cli, moc_cli, tts_cli, videonsa_cli  # per-model commands, each in its own module
+
+    for module in (tts_cli, videonsa_cli, crane_cli, moc_cli):
+        module.add_parser(sub)
     return p
 
 

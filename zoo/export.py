@@ -152,7 +152,12 @@ def _to_pte(ep: torch.export.ExportedProgram, path: Path) -> None:
     from executorch.exir import to_edge_transform_and_lower
 
     with _flatc_env():
-        program = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch()
+        try:
+            program = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch()
+        except AssertionError as e:  # graphs with parallel paths (Crane's dual path) can form partition cycles
+            if "dependency cycles" not in str(e):
+                raise
+            program = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner(per_op_mode=True)]).to_executorch()
     path.write_bytes(program.buffer)
 
 

@@ -16,10 +16,21 @@ context, no gradient step is taken; ``predict_proba`` runs the ensemble of the o
 
 Memory stays bounded: ``batch_size`` ensemble members per forward and ``test_chunk_size`` test rows per forward
 (test rows never attend to each other, so chunking is exact). ``device=None`` picks CUDA when available.
+
+Default weights (``model="auto"``): the authors' released checkpoint ``Lexsi/Orion-BiX`` / ``Orion-BiX-v1.1.ckpt``
+when it can be had -- downloaded through the hub once, converted in memory and kept in the HF cache as the zoo folder
+``zoo-models/orion_bix.official`` (safetensors), so later calls neither download nor convert -- else the zoo's own
+meta-trained ``orion_bix_small.prior`` (from the source tree's ``hub/`` folder when present), with a one-line notice.
+
+``kv_cache=True``: ``fit`` runs the training rows once and keeps, per ensemble member, the linear-attention state of
+every column block and the keys/values of every ICL block (:meth:`zoo.models.orion_bix.OrionBix.build_context`);
+``predict_proba`` then runs the test rows only. Same outputs as the uncached path (float rounding), not for more
+than ``max_classes`` classes (hierarchical routing runs uncached).
 """
 from __future__ import annotations
 
 import itertools
+import logging
 import numbers
 import random
 import warnings
@@ -35,7 +46,14 @@ from sklearn.preprocessing import LabelEncoder, OrdinalEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-__all__ = ["OrionBixClassifier", "latin_square_shuffles", "feature_shuffles", "ensemble_members"]
+__all__ = ["OrionBixClassifier", "latin_square_shuffles", "feature_shuffles", "ensemble_members",
+           "resolve_default_model", "official_checkpoint_folder"]
+
+OFFICIAL_REPO = "Lexsi/Orion-BiX"
+OFFICIAL_FILE = "Orion-BiX-v1.1.ckpt"
+CONVERTED_REPO = "zoo-models/orion_bix.official"  # the converted checkpoint's repo id inside the HF cache
+FALLBACK_MODEL = "orion_bix_small.prior"
+_log = logging.getLogger("zoo")
 
 NORM_METHODS = ("none", "power")
 SHUFFLE_METHODS = ("none", "shift", "random", "latin")
@@ -251,13 +269,81 @@ def _checkout_hub_folder(name: str) -> Path | None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# default weights: the released checkpoint (converted once, cached as safetensors), else the zoo's own
+# ----------------------------------------------------------------------------------------------------------------
+_AUTO_RESOLVED: dict[tuple, str | Path] = {}
+
+
+def official_checkpoint_folder(download: bool = True) -> Path:
+    """The zoo folder (``config.json`` + ``model.safetensors``) of the released ``Orion-BiX-v1.1.ckpt`` in the HF cache.
+
+    First call: the authors' file comes from the HF cache or, when ``download`` and the hub is reachable, is
+    downloaded (``zoo.hub`` fails fast offline); it is converted in memory (``convert_checkpoint``) and written into
+    the HF cache as repo ``zoo-models/orion_bix.official``. Later calls find that folder without network or
+    conversion. Raises ``FileNotFoundError`` (``zoo.hub.HubUnavailableError`` when offline / unreachable).
+    """
+    import tempfile
+
+    from huggingface_hub import try_to_load_from_cache
+
+    from zoo import hub
+    from zoo.models.orion_bix import convert_checkpoint
+
+    cache = hub.hub_cache_dir()
+    hit = try_to_load_from_cache(CONVERTED_REPO, hub.WEIGHTS_NAME, cache_dir=cache)
+    if isinstance(hit, str) and (Path(hit).parent / hub.CONFIG_NAME).is_file():
+        return Path(hit).parent
+    raw = try_to_load_from_cache(OFFICIAL_REPO, OFFICIAL_FILE, cache_dir=cache)
+    if not isinstance(raw, str):
+        if not download:
+            raise hub.HubUnavailableError(f"{OFFICIAL_FILE!r} of {OFFICIAL_REPO!r} is not in the HF cache {cache}")
+        raw = hub._download(OFFICIAL_REPO, OFFICIAL_FILE, None)
+    model, _ = convert_checkpoint(str(raw))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = hub.save_pretrained(
+            model, Path(tmp) / "orion_bix.official", name="Orion-BiX v1.1 (released weights, converted)",
+            dataset="TabICL-style synthetic prior (authors' stages 1-3)",
+            recipe=f"Converted from `{OFFICIAL_REPO}` / `{OFFICIAL_FILE}` with "
+                   "`zoo.models.orion_bix.convert_checkpoint` (strict load, fp32).")
+        snap = hub.cache_folder(folder, CONVERTED_REPO, cache_dir=cache)
+    return snap
+
+
+def resolve_default_model(download: bool = True) -> str | Path:
+    """What ``OrionBixClassifier(model="auto")`` loads: the converted released checkpoint's folder when it can be
+    had (:func:`official_checkpoint_folder`), else ``"orion_bix_small.prior"`` (with a one-line notice on the
+    ``zoo`` logger). Memoised per process, HF cache folder and offline setting (an unreachable hub costs one
+    connection attempt per process, not per ``fit``)."""
+    from zoo import hub
+
+    key = (str(hub.hub_cache_dir()), hub._offline(), hub._endpoint(), bool(download))
+    hit = _AUTO_RESOLVED.get(key)
+    if hit is not None and (not isinstance(hit, Path) or hit.is_dir()):
+        return hit
+    try:
+        out: str | Path = official_checkpoint_folder(download=download)
+    except FileNotFoundError as e:
+        if isinstance(e, hub.HubUnavailableError):
+            why = ("HF_HUB_OFFLINE is set" if hub._offline() else
+                   "it is not in the HF cache and the hub cannot be reached" if download else "it is not in the HF cache")
+        else:
+            why = "the hub does not serve it"
+        _log.warning("zoo: the released Orion-BiX weights (%s/%s) are not available (%s); OrionBixClassifier uses "
+                     "the zoo's %s", OFFICIAL_REPO, OFFICIAL_FILE, why, FALLBACK_MODEL)
+        out = FALLBACK_MODEL
+    _AUTO_RESOLVED[key] = out
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # estimator
 # ----------------------------------------------------------------------------------------------------------------
 class OrionBixClassifier(ClassifierMixin, BaseEstimator):
     """Orion-BiX tabular in-context classifier with the official ensemble (scikit-learn API).
 
     Args:
-        model: a registry name with tag (default ``"orion_bix_small.prior"``: our meta-trained weights), a registry
+        model: ``"auto"`` (default: the released checkpoint when it can be had, else ``"orion_bix_small.prior"``,
+            see the module docstring), a registry name with tag (e.g. ``"orion_bix_small.prior"``), a registry
             architecture (with ``pretrained=False``: random init, seeded by ``random_state``; for tests), a zoo hub
             folder (``config.json`` + ``model.safetensors``), the authors' ``.ckpt`` (converted in memory with
             ``zoo.models.orion_bix.convert_checkpoint``) or an ``nn.Module``.
@@ -273,9 +359,12 @@ class OrionBixClassifier(ClassifierMixin, BaseEstimator):
         batch_size: ensemble members per forward. test_chunk_size: test rows per forward (None: all).
         device: ``None`` (CUDA if available), ``"cpu"``, ``"cuda"``, a ``torch.device``.
         random_state: int seed (upstream default 42) or None.
+        kv_cache: cache the training context in ``fit`` so repeated ``predict_proba`` calls run the test rows only
+            (memory: per member and ICL block, keys + values of the train rows).
 
     Attributes after ``fit``: ``classes_``, ``n_classes_``, ``n_features_in_``, ``feature_names_in_`` (DataFrames),
-    ``model_``, ``members_`` (``{norm: [(permutation, offset)]}``), ``device_``.
+    ``model_``, ``model_source_`` (what ``model`` resolved to), ``members_`` (``{norm: [(permutation, offset)]}``),
+    ``device_``, ``kv_cache_`` (``{norm: [ContextCache per batch of members]}`` or None).
 
     Behaviour on edge cases: a single training class -> ``predict_proba`` is all ones (no model call); more classes
     than ``max_classes`` -> hierarchical routing (``ValueError`` if ``use_hierarchical=False`` or beyond
@@ -285,7 +374,7 @@ class OrionBixClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        model: str | Path | nn.Module = "orion_bix_small.prior",
+        model: str | Path | nn.Module = "auto",
         pretrained: bool = True,
         model_args: dict | None = None,
         n_estimators: int = 32,
@@ -300,6 +389,7 @@ class OrionBixClassifier(ClassifierMixin, BaseEstimator):
         test_chunk_size: int | None = 4096,
         device: str | torch.device | None = None,
         random_state: int | None = 42,
+        kv_cache: bool = False,
     ):
         self.model = model
         self.pretrained = pretrained
@@ -316,6 +406,7 @@ class OrionBixClassifier(ClassifierMixin, BaseEstimator):
         self.test_chunk_size = test_chunk_size
         self.device = device
         self.random_state = random_state
+        self.kv_cache = kv_cache
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -371,6 +462,9 @@ class OrionBixClassifier(ClassifierMixin, BaseEstimator):
         import zoo
 
         src = self.model
+        if isinstance(src, str) and src == "auto":
+            src = resolve_default_model()
+        self.model_source_ = src if isinstance(src, nn.Module) else str(src)
         if isinstance(src, nn.Module):
             return src.to(device).float().eval()
         if not isinstance(src, (str, Path)):
@@ -391,7 +485,7 @@ class OrionBixClassifier(ClassifierMixin, BaseEstimator):
                 model, _ = convert_checkpoint(str(path))
             else:
                 model = zoo.from_pretrained(path)
-        elif self.pretrained:
+        elif self.pretrained or self.model == "auto":
             local = _checkout_hub_folder(str(src))
             model = (zoo.from_pretrained(local, **margs) if local is not None
                      else zoo.create_model(str(src), pretrained=True, **margs))
@@ -519,7 +613,27 @@ class OrionBixClassifier(ClassifierMixin, BaseEstimator):
             pre = _Preprocessor(method, float(self.outlier_threshold))
             pre.fit_transform(Xf)
             self._pre_[method] = pre
+        self.kv_cache_ = None
+        if self.kv_cache and 1 < self.n_classes_ <= max_classes:
+            self.kv_cache_ = self._build_kv_cache()
         return self
+
+    @torch.no_grad()
+    def _build_kv_cache(self) -> dict:
+        """``{norm: [ContextCache per batch of batch_size members]}`` of the training rows."""
+        caches = {}
+        for method, members in self.members_.items():
+            Xtr = self._pre_[method].X_transformed_
+            perms = [list(p) for p, _ in members]
+            ys = np.stack([(self._y_ + off) % self.n_classes_ for _, off in members])
+            bs = self.batch_size or len(members)
+            caches[method] = []
+            for b0 in range(0, len(members), bs):
+                x = np.stack([Xtr[:, p] for p in perms[b0:b0 + bs]]).astype(np.float32)
+                caches[method].append(self.model_.build_context(
+                    torch.from_numpy(x).to(self.device_), torch.from_numpy(ys[b0:b0 + bs]).float().to(self.device_),
+                    feature_shuffles=perms[b0:b0 + bs]))
+        return caches
 
     def member_inputs(self, X) -> list[tuple[str, np.ndarray, np.ndarray, list[int], int]]:
         """Per member: ``(norm_method, X (n_train + n_test, F') float32, y_train shifted (n_train,), permutation,
@@ -533,6 +647,24 @@ class OrionBixClassifier(ClassifierMixin, BaseEstimator):
             for perm, off in members:
                 out.append((method, both[:, perm].astype(np.float32), (self._y_ + off) % self.n_classes_, perm, off))
         return out
+
+    @torch.no_grad()
+    def _forward_cached(self, Xtest: np.ndarray, caches: list) -> np.ndarray:
+        """Test rows of the members (M, n_test, F') against their cached contexts -> (M, n_test, C)."""
+        n_test = Xtest.shape[1]
+        chunk = self.test_chunk_size or max(n_test, 1)
+        outs, b0 = [], 0
+        for cache in caches:
+            cols = []
+            for t0 in range(0, n_test, chunk):
+                x = torch.from_numpy(np.ascontiguousarray(Xtest[b0:b0 + cache.batch, t0:t0 + chunk]))
+                o = self.model_.forward_with_context(x.float().to(self.device_), cache,
+                                                     return_logits=bool(self.average_logits),
+                                                     softmax_temperature=float(self.softmax_temperature))
+                cols.append(o.float().cpu().numpy())
+            outs.append(np.concatenate(cols, axis=1))
+            b0 += cache.batch
+        return np.concatenate(outs, axis=0)
 
     @torch.no_grad()
     def _forward(self, Xs: np.ndarray, ys: np.ndarray, perms: list[list[int]]) -> np.ndarray:
@@ -565,11 +697,16 @@ class OrionBixClassifier(ClassifierMixin, BaseEstimator):
         total, count = None, 0
         for method, members in self.members_.items():
             pre = self._pre_[method]
-            both = np.concatenate([pre.X_transformed_, pre.transform(Xt)], axis=0)
             perms = [list(p) for p, _ in members]
-            Xs = np.stack([both[:, p] for p in perms]).astype(np.float32)
-            ys = np.stack([(self._y_ + off) % self.n_classes_ for _, off in members])
-            out = self._forward(Xs, ys, perms)
+            caches = (getattr(self, "kv_cache_", None) or {}).get(method)
+            if caches:
+                test = pre.transform(Xt)
+                out = self._forward_cached(np.stack([test[:, p] for p in perms]).astype(np.float32), caches)
+            else:
+                both = np.concatenate([pre.X_transformed_, pre.transform(Xt)], axis=0)
+                Xs = np.stack([both[:, p] for p in perms]).astype(np.float32)
+                ys = np.stack([(self._y_ + off) % self.n_classes_ for _, off in members])
+                out = self._forward(Xs, ys, perms)
             for o, (_, off) in zip(out, members):
                 o = np.concatenate([o[..., off:], o[..., :off]], axis=-1)  # undo the class shift
                 total = o if total is None else total + o

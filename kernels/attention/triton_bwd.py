@@ -14,10 +14,16 @@ dimension of list segments of ``SEG = DKDV_SEGMENT_ROWS // block_size`` entries,
 (no device sync); a key tile whose lists fit one segment is stored plainly, longer ones are summed with fp32
 ``tl.atomic_add`` into zeroed buffers (order-dependent rounding). ``torch.use_deterministic_algorithms(True)`` keeps
 the single-program path.
+
+Block-sparse masks can also run as one kernel (``atomic_dq_enabled``: ``ZOO_ATTN_ATOMIC_DQ=1``): the dk/dv kernel adds
+each tile's dq = scale * dS^T K into a zeroed fp32 buffer with atomics, so QK^T and dO V^T are computed once per
+visited tile instead of once more in the dq kernel (6 tile GEMMs instead of 8); delta = rowsum(o * do) is then a
+torch reduction before the launch.
 """
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import triton
@@ -37,6 +43,8 @@ LOG2E = 1.4426950408889634
 DKDV_SEGMENT_ROWS = 2048
 # ... and at least this many times the mean list length bound (see dkdv_segments); tests set 0.
 DKDV_MEAN_FACTOR = 2
+# Block-sparse dq inside the dk/dv kernel (see atomic_dq_enabled); ZOO_ATTN_ATOMIC_DQ overrides.
+ATOMIC_DQ_DEFAULT = False
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -60,10 +68,13 @@ def _row_tiles(a_base, b_base, stride_a, stride_b, offs, bound, offs_d, offs_dv,
 
 @triton.jit
 def _dkdv_tile(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don, offs_n, offs_d, offs_dv,
-               m, need_mask, Lq, kv_len, off, wl, wr, qk_scale,
+               m, need_mask, Lq, kv_len, off, wl, wr, qk_scale, dq_base, stride_dqn, scale,
                HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_M: tl.constexpr, MASKED: tl.constexpr,
-               CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, PREC: tl.constexpr):
-    """dk/dv contribution of query rows [m, m + BLOCK_M) of one head; MASKED as in triton_fwd._fwd_tile."""
+               CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, PREC: tl.constexpr,
+               ATOMIC_DQ: tl.constexpr):
+    """dk/dv contribution of query rows [m, m + BLOCK_M) of one head; MASKED as in triton_fwd._fwd_tile. ATOMIC_DQ:
+    also add this tile's dq = scale * dS^T K to the fp32 buffer at dq_base (FA2's single-kernel backward: QK^T
+    and dO V^T are computed once, not again in a dq kernel)."""
     offs_m = m + tl.arange(0, BLOCK_M)
     q, do, rmask = _row_tiles(q_base, do_base, stride_qn, stride_don, offs_m, Lq, offs_d, offs_dv, HEAD_DIM,
                               HEAD_DIM_V, MASKED)
@@ -81,6 +92,10 @@ def _dkdv_tile(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, s
     dp_t = tl.dot(v, tl.trans(do), input_precision=PREC)
     ds_t = p_t * (dp_t - delta[None, :])
     dk += tl.dot(ds_t.to(q.dtype), q, input_precision=PREC)
+    if ATOMIC_DQ:
+        dq_t = tl.dot(tl.trans(ds_t).to(k.dtype), k, input_precision=PREC) * scale
+        tl.atomic_add(dq_base + offs_m[:, None] * stride_dqn + offs_d[None, :], dq_t,
+                      mask=rmask[:, None] & (offs_d[None, :] < HEAD_DIM), sem="relaxed")
     return dk, dv
 
 
@@ -91,18 +106,18 @@ def _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, 
                 CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, PREC: tl.constexpr):
     for m in tl.range(m_from, m_to, BLOCK_M):
         dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qn, stride_don, offs_n,
-                            offs_d, offs_dv, m, False, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V,
-                            BLOCK_M, MASKED, CAUSAL, HAS_WL, HAS_WR, PREC)
+                            offs_d, offs_dv, m, False, Lq, kv_len, off, wl, wr, qk_scale, q_base, 0, 1.0, HEAD_DIM,
+                            HEAD_DIM_V, BLOCK_M, MASKED, CAUSAL, HAS_WL, HAS_WR, PREC, False)
     return dk, dv
 
 
 @triton.jit
 def _dkdv_sparse_flat(dk, dv, k, v, q_ptr, do_ptr, lse_ptr, delta_ptr, stride_qh, stride_doh, stride_lh, stride_qn,
                       stride_don, h0, n_heads, idx_base, t_from, t_to, lo, hi, flo, fhi, offs_n, offs_d, offs_dv,
-                      Lq, kv_len, off, wl, wr, qk_scale,
+                      Lq, kv_len, off, wl, wr, qk_scale, dq_ptr, stride_dqh, stride_dqn, scale,
                       HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_SIZE: tl.constexpr,
                       BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr,
-                      PREC: tl.constexpr):
+                      PREC: tl.constexpr, ATOMIC_DQ: tl.constexpr):
     """Entries [t_from, t_to) of one transposed list for n_heads consecutive query heads from h0 (the heads that
     share it), as one pipelinable loop over (head, entry, query tile). q_ptr / do_ptr / lse_ptr / delta_ptr point at
     head 0 of the sequence."""
@@ -117,8 +132,9 @@ def _dkdv_sparse_flat(dk, dv, k, v, q_ptr, do_ptr, lse_ptr, delta_ptr, stride_qh
         a, b, c, e = split_range(start, start + BLOCK_SIZE, lo, hi, flo, fhi, BLOCK_M)
         dk, dv = _dkdv_tile(dk, dv, k, v, q_ptr + h * stride_qh, do_ptr + h * stride_doh, lse_ptr + h * stride_lh,
                             delta_ptr + h * stride_lh, stride_qn, stride_don, offs_n, offs_d, offs_dv, m,
-                            (m < b) | (m >= c), Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_M, 2,
-                            CAUSAL, HAS_WL, HAS_WR, PREC)
+                            (m < b) | (m >= c), Lq, kv_len, off, wl, wr, qk_scale, dq_ptr + h * stride_dqh,
+                            stride_dqn, scale, HEAD_DIM, HEAD_DIM_V, BLOCK_M, 2, CAUSAL, HAS_WL, HAS_WR, PREC,
+                            ATOMIC_DQ)
     return dk, dv
 
 
@@ -145,7 +161,7 @@ def _prune_dq(configs, named_args, **kwargs):
 
 _KEY = ["HEAD_DIM", "HEAD_DIM_V", "CAUSAL", "HAS_WL", "HAS_WR", "VARLEN", "SPARSE", "BLOCK_SIZE", "IS_FP32",
         "wl", "wr"]  # window sizes: narrow bands tune over more tiles (prune_configs)
-_DKDV_KEY = _KEY + ["SPLIT", "SEG"]
+_DKDV_KEY = _KEY + ["SPLIT", "SEG", "ATOMIC_DQ"]
 _DQ_KEY = _KEY + ["PACK"]
 
 
@@ -153,17 +169,18 @@ _DQ_KEY = _KEY + ["PACK"]
                   prune_configs_by={"early_config_prune": _prune_dkdv})
 @triton.jit
 def _attn_bwd_dkdv_kernel(
-    Q, K, V, DO, LSE, DELTA, DK, DV, CU_Q, CU_K, SEQLENS_K, TIDX, TCNT,
+    Q, K, V, DO, LSE, DELTA, DK, DV, DQ, CU_Q, CU_K, SEQLENS_K, TIDX, TCNT,
     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
     stride_dob, stride_doh, stride_don, stride_lb, stride_lh,
-    stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn,
+    stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn, stride_dqb, stride_dqh, stride_dqn,
     stride_ib, stride_ih, stride_ik, stride_cb, stride_ch,
     HKV, GROUP, HB_DIV, NQ, NK, qk_scale, scale, wl, wr,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, VARLEN: tl.constexpr,
     HAS_SEQLENS_K: tl.constexpr, SPARSE: tl.constexpr, BLOCK_SIZE: tl.constexpr, IS_FP32: tl.constexpr,
-    SPLIT: tl.constexpr, SEG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    SPLIT: tl.constexpr, SEG: tl.constexpr, ATOMIC_DQ: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
+    # ATOMIC_DQ (block-sparse only): dq is added here into the zeroed fp32 DQ buffer; no dq kernel runs.
     # SPLIT (block-sparse only): program (key tile, bh, seg) walks entries [seg*SEG, (seg+1)*SEG) of each list; DK/DV
     # are zeroed fp32 buffers, added to atomically when the tile's longest list needs more than one segment.
     PREC: tl.constexpr = "ieee" if IS_FP32 else "tf32"
@@ -218,7 +235,8 @@ def _attn_bwd_dkdv_kernel(
                 DELTA + bt * stride_lb + q_start, stride_qh, stride_doh, stride_lh, stride_qn, stride_don, h0,
                 HB_DIV, TIDX + bt * stride_ib + hb * stride_ih + kb.to(tl.int64) * stride_ik,
                 t_from, tl.maximum(t_to, t_from), lo, hi, flo, fhi, offs_n, offs_d, offs_dv, Lq, kv_len, off, wl,
-                wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_SIZE, BLOCK_M, CAUSAL, HAS_WL, HAS_WR, PREC)
+                wr, qk_scale, DQ + bt * stride_dqb + q_start.to(tl.int64) * stride_dqn, stride_dqh, stride_dqn,
+                scale, HEAD_DIM, HEAD_DIM_V, BLOCK_SIZE, BLOCK_M, CAUSAL, HAS_WL, HAS_WR, PREC, ATOMIC_DQ)
     else:
         a, b, c, e = split_range(lo * 0, Lq, lo, hi, flo, fhi, BLOCK_M)
         for g in tl.range(0, GROUP):
@@ -262,6 +280,13 @@ def _attn_bwd_dkdv_kernel(
 _attn_bwd_dkdv_split_kernel = triton.autotune(configs=_bwd_configs(_DKDV_FAST), key=_DKDV_KEY,
                                               prune_configs_by={"early_config_prune": _prune_dkdv},
                                               reset_to_zero=["DK", "DV"])(_attn_bwd_dkdv_kernel.fn)
+# ... and behind two more for ATOMIC_DQ (its fp32 DQ buffer, and DK/DV when split, zeroed before every timed run).
+_attn_bwd_dkdv_atomic_dq_kernel = triton.autotune(configs=_bwd_configs(_DKDV_FAST), key=_DKDV_KEY,
+                                                  prune_configs_by={"early_config_prune": _prune_dkdv},
+                                                  reset_to_zero=["DQ"])(_attn_bwd_dkdv_kernel.fn)
+_attn_bwd_dkdv_split_atomic_dq_kernel = triton.autotune(configs=_bwd_configs(_DKDV_FAST), key=_DKDV_KEY,
+                                                        prune_configs_by={"early_config_prune": _prune_dkdv},
+                                                        reset_to_zero=["DK", "DV", "DQ"])(_attn_bwd_dkdv_kernel.fn)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -411,6 +436,17 @@ def _attn_bwd_dq_kernel(
 # ---------------------------------------------------------------------------------------------------------------
 # launcher
 # ---------------------------------------------------------------------------------------------------------------
+def atomic_dq_enabled(sparse: bool) -> bool:
+    """Whether the block-sparse backward adds dq inside the dk/dv kernel (one kernel; fp32 atomics, so not under
+    ``torch.use_deterministic_algorithms(True)``) instead of a second kernel that recomputes QK^T and dO V^T.
+    ``ZOO_ATTN_ATOMIC_DQ=1`` turns it on, ``0`` off; the default is ``ATOMIC_DQ_DEFAULT`` (off until the H200 suite
+    ``kernels_sparse_dq`` has measured both on the same card)."""
+    if not sparse or torch.are_deterministic_algorithms_enabled():
+        return False
+    env = os.environ.get("ZOO_ATTN_ATOMIC_DQ")
+    return ATOMIC_DQ_DEFAULT if env is None else env == "1"
+
+
 def dkdv_segments(n_qblocks: int, block_size: int, max_per_query: int = 0, n_kblocks: int = 1) -> tuple[int, int]:
     """(SEG, NSEG) for the block-sparse dk/dv grid: list entries per segment and segments per key tile.
 
@@ -461,12 +497,17 @@ def attention_bwd(do, q, k, v, o, lse, *, scale: float, causal: bool = False, wi
     lse = lse.to(torch.float32).contiguous()
     o = last_dim_contiguous(o)
     delta = torch.empty(B, H, Nq, dtype=torch.float32, device=q.device)  # written by the dq kernel
+    atomic_dq = atomic_dq_enabled(ma.sparse)
 
     seg, nseg = dkdv_segments(triton.cdiv(Nq, ma.block_size) if ma.sparse else 0, ma.block_size,
                               ma.block_indices.shape[-1] if ma.sparse else 0, triton.cdiv(Nk, max(1, ma.block_size)))
     split = nseg > 1
     alloc = torch.zeros if ma.varlen else torch.empty
-    dq = alloc(q.shape, dtype=q.dtype, device=q.device)
+    if atomic_dq:  # fp32 accumulator for the dk/dv kernel's atomic adds; delta computed here (no dq kernel)
+        dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+        delta = (o.float() * do.float()).sum(-1).contiguous()
+    else:
+        dq = alloc(q.shape, dtype=q.dtype, device=q.device)
     if split:  # fp32 accumulators, cast below
         dk = torch.zeros(k.shape, dtype=torch.float32, device=k.device)
         dv = torch.zeros(v.shape, dtype=torch.float32, device=v.device)
@@ -481,7 +522,7 @@ def attention_bwd(do, q, k, v, o, lse, *, scale: float, causal: bool = False, wi
     else:
         n_seq, max_q, max_k = B, Nq, Nk
     if n_seq == 0:
-        return dq, dk.to(k.dtype), dv.to(v.dtype)
+        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
     if ma.sparse:
         bidx, bcnt = ma.block_indices, ma.block_counts
         hb_div = H // bidx.shape[1]
@@ -505,16 +546,20 @@ def attention_bwd(do, q, k, v, o, lse, *, scale: float, causal: bool = False, wi
     # dq first: it also computes delta = rowsum(o * do), which the dk/dv kernel reads. With head packing a dq
     # program takes BLOCK_M // pack positions of pack heads.
     pack = pack_heads(ma, H, Hkv)
-    if max_q > 0:
+    if max_q > 0 and not atomic_dq:
         _attn_bwd_dq_kernel[lambda m: (triton.cdiv(max_q, m["BLOCK_M"] // pack), n_seq * H // pack)](
             q, k, v, do, lse, delta, dq, o, cu_q, cu_k, sk, bidx, bcnt, *common_strides,
             dq.stride(0), dq.stride(1), dq.stride(2), o.stride(0), o.stride(1), o.stride(2), *sb,
             H, H // Hkv, hb_div, Nq, Nk, scale * LOG2E, scale, ma.window_left, ma.window_right, **meta, PACK=pack)
     if max_k > 0:
-        kernel = _attn_bwd_dkdv_split_kernel if split else _attn_bwd_dkdv_kernel
+        if atomic_dq:
+            kernel = _attn_bwd_dkdv_split_atomic_dq_kernel if split else _attn_bwd_dkdv_atomic_dq_kernel
+        else:
+            kernel = _attn_bwd_dkdv_split_kernel if split else _attn_bwd_dkdv_kernel
         kernel[lambda m: (triton.cdiv(max_k, m["BLOCK_N"]), n_seq * Hkv, nseg)](
-            q, k, v, do, lse, delta, dk, dv, cu_q, cu_k, sk, tidx, tcnt, *common_strides,
-            dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2), *st,
+            q, k, v, do, lse, delta, dk, dv, dq, cu_q, cu_k, sk, tidx, tcnt, *common_strides,
+            dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2),
+            dq.stride(0), dq.stride(1), dq.stride(2), *st,
             Hkv, H // Hkv, hb_div, Nq, Nk, scale * LOG2E, scale, ma.window_left, ma.window_right, **meta,
-            SPLIT=split, SEG=seg)
-    return dq, dk.to(k.dtype), dv.to(v.dtype)
+            SPLIT=split, SEG=seg, ATOMIC_DQ=atomic_dq)
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)

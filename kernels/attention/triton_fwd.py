@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -62,8 +64,8 @@ def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, o
                n_from, n_to, Lq, kv_len, off, wl, wr, qk_scale,
                HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_N: tl.constexpr,
                MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr,
-               PREC: tl.constexpr):
-    for n in tl.range(n_from, n_to, BLOCK_N):
+               PREC: tl.constexpr, WS: tl.constexpr = False):
+    for n in tl.range(n_from, n_to, BLOCK_N, warp_specialize=WS):
         acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
                                   n, False, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_N,
                                   MASKED, CAUSAL, HAS_WL, HAS_WR, PREC)
@@ -103,11 +105,16 @@ def _fwd_configs():
 
 
 def _prune(configs, named_args, **kwargs):
-    return prune_configs(configs, named_args, kwargs, _FWD_FAST, _FWD_D256, _FWD_SMALL)
+    kept = prune_configs(configs, named_args, kwargs, _FWD_FAST, _FWD_D256, _FWD_SMALL)
+    if kwargs.get("WS", named_args.get("WS", False)):
+        # Triton 3.6's sm_90 warp-specialisation pass asserts on the 4-warp configs of this kernel
+        # (TaskIdPropagation.cpp:162, benchmarks/triton_compile.py); the 8-warp ones compile
+        kept = [c for c in kept if c.num_warps == 8] or kept
+    return kept
 
 
 _KEY = ["HEAD_DIM", "HEAD_DIM_V", "CAUSAL", "HAS_WL", "HAS_WR", "VARLEN", "SPARSE", "BLOCK_SIZE", "IS_FP32",
-        "PACK", "wl", "wr"]  # window sizes: narrow bands tune over more tiles (prune_configs)
+        "PACK", "WS", "wl", "wr"]  # window sizes: narrow bands tune over more tiles (prune_configs)
 
 
 @triton.autotune(configs=_fwd_configs(), key=_KEY, prune_configs_by={"early_config_prune": _prune})
@@ -121,7 +128,7 @@ def _attn_fwd_kernel(
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, VARLEN: tl.constexpr,
     HAS_SEQLENS_K: tl.constexpr, SPARSE: tl.constexpr, BLOCK_SIZE: tl.constexpr, IS_FP32: tl.constexpr,
-    PACK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PACK: tl.constexpr, WS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     PREC: tl.constexpr = "ieee" if IS_FP32 else "tf32"
     ROWS: tl.constexpr = BLOCK_M // PACK  # query positions per program (rows per packed head)
@@ -174,7 +181,7 @@ def _attn_fwd_kernel(
                                    CAUSAL, HAS_WL, HAS_WR, PREC)
         acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
                                    b, c, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_N, False,
-                                   CAUSAL, HAS_WL, HAS_WR, PREC)
+                                   CAUSAL, HAS_WL, HAS_WR, PREC, WS)
         acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, offs_dv,
                                    c, e, Lq, kv_len, off, wl, wr, qk_scale, HEAD_DIM, HEAD_DIM_V, BLOCK_N, True,
                                    CAUSAL, HAS_WL, HAS_WR, PREC)
@@ -194,6 +201,14 @@ def _attn_fwd_kernel(
     l_base = LSE + bt * stride_lb + h.to(tl.int64) * stride_lh + q_start
     tl.store(l_base + l_rows, lse, mask=offs_m < Lq)
 
+
+
+def fwd_warp_specialize(ma) -> bool:
+    """Warp-specialised main loop (``tl.range(..., warp_specialize=True)``: Triton splits the fully visible key
+    tiles' loop into producer / consumer warp groups) for dense, windowed and varlen masks. Experimental: on only
+    with ``ZOO_ATTN_FWD_WS=1`` until an H200 run has timed it against the plain software-pipelined loop
+    (``bash scripts/gpu/run.sh kernels_dense_ws``)."""
+    return (not ma.sparse) and os.environ.get("ZOO_ATTN_FWD_WS") == "1" and not INTERPRET
 
 
 def _dummy(device) -> torch.Tensor:
@@ -239,7 +254,7 @@ def launch_fwd(q, k, v, o, lse, scale: float, ma) -> None:
         HEAD_DIM=D, HEAD_DIM_V=Dv, BLOCK_D=head_block(D), BLOCK_DV=head_block(Dv),
         CAUSAL=ma.causal, HAS_WL=ma.window_left >= 0, HAS_WR=ma.window_right >= 0, VARLEN=ma.varlen,
         HAS_SEQLENS_K=ma.seqlens_k is not None, SPARSE=ma.sparse, BLOCK_SIZE=ma.block_size if ma.sparse else 0,
-        IS_FP32=q.dtype == torch.float32, PACK=pack,
+        IS_FP32=q.dtype == torch.float32, PACK=pack, WS=fwd_warp_specialize(ma),
     )
 
 

@@ -13,7 +13,9 @@ OUT=${OUT:-runs/aasist_gpu_out}
 DATA=${DATA:-data/spoof_speech}
 CFG=configs/aasist/aasist_l_spoof_speech.yaml
 EVAL_ARGS=()
+CARD_OUT=hub/zoo-models/aasist_l.spoof_speech
 if [[ "${1:-}" == "--smoke" ]]; then
+  CARD_OUT="$OUT/smoke_hub/aasist_l.spoof_speech"  # keep the published folder
   CFG=configs/aasist/aasist_l_spoof_speech_cpu.yaml
   EVAL_ARGS=(--accelerator cpu --data-arg limit_test=16 --num-workers 0)
   shift
@@ -35,7 +37,7 @@ BEST=$($PY -c "import json; print(json.load(open('$RUN/results.json'))['best_che
 # 2. eval.py on the held-out eval split: our model (+ hub folder with card) and the authors' AASIST, zero-shot
 mkdir -p "$OUT/ours" "$OUT/authors_aasist"
 $PY eval.py --ckpt "$BEST" --data-arg root="$DATA" "${EVAL_ARGS[@]}" --out "$OUT/metrics_aasist_l_spoof_speech.json" \
-  --card-out hub/zoo-models/aasist_l.spoof_speech --card-name aasist_l.spoof_speech 2>&1 | tee "$OUT/eval_ours.log"
+  --card-out "$CARD_OUT" --card-name aasist_l.spoof_speech 2>&1 | tee "$OUT/eval_ours.log"
 cat > "$OUT/zero_shot.yaml" <<YAML
 model:
   class_path: zoo.tasks.antispoof.AntiSpoofingTask
@@ -50,7 +52,7 @@ $PY eval.py --pretrained hub/zoo-models/aasist.asvspoof2019 --config "$OUT/zero_
 # 3. collect score files / DET plots, the hub folder and a summary
 cp "$RUN"/version_*/scores_test_*.txt "$RUN"/version_*/det_test_*.png "$OUT/ours/" 2>/dev/null || true
 mv scores_test_aasist_l*.txt det_test_aasist_l*.png "$OUT/ours/" 2>/dev/null || true
-cp -r hub/zoo-models/aasist_l.spoof_speech "$OUT/hub_aasist_l.spoof_speech"
+cp -r "$CARD_OUT" "$OUT/hub_aasist_l.spoof_speech"
 $PY - "$OUT" <<'PYEOF'
 import json, sys
 from pathlib import Path

@@ -38,6 +38,7 @@ echo "train + test wall: $(( $(date +%s) - start )) s" | tee -a "$OUT/train.log"
 test -f "$ROOT/results.json" || { echo "error: training wrote no results.json" >&2; exit 1; }
 cp "$ROOT/results.json" "$OUT/results.json"
 HUB=hub/zoo-models/transformer_transducer_small.offline_speech
+[ "$ROOT" = runs/transducer_smoke ] && HUB="$OUT/smoke_hub/transformer_transducer_small.offline_speech"  # keep the published folder
 $PY - "$ROOT/results.json" "$HUB" "$OUT" <<'PYEOF'
 import json, shutil, sys
 from pathlib import Path

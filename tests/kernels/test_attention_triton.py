@@ -491,3 +491,30 @@ def test_head_packing_choice_and_tiles(monkeypatch):
         got = triton_common.prune_configs(configs, args, dict(PACK=2), fast, [], [])
         assert got and {c.kwargs["BLOCK_M"] for c in got} == {128} and all(c.kwargs["BLOCK_N"] <= 64 for c in got), key
         assert {c.kwargs["BLOCK_M"] for c in triton_common.prune_configs(configs, args, {}, fast, [], [])} == {64}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# block-sparse dq inside the dk/dv kernel (ATOMIC_DQ: one kernel, fp32 atomics) against the two-kernel path
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, split", [("sparse_per_qhead_bs16", False), ("sparse_causal_window_gqa2", True)])
+def test_atomic_dq_matches_two_kernel_path(name, split, monkeypatch):
+    _, B, H, Hkv, Nq, Nk, D, Dv, dtype, kw = next(c for c in CASES if c[0] == name)
+    if split:  # long lists also split over programs: DQ and DK/DV both take atomic adds
+        monkeypatch.setattr(triton_bwd, "DKDV_SEGMENT_ROWS", 2 * kw["block_size"])
+        monkeypatch.setattr(triton_bwd, "DKDV_MEAN_FACTOR", 0)
+    monkeypatch.delenv("ZOO_ATTN_ATOMIC_DQ", raising=False)
+    gen = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(B, h, Nq if h == H else Nk, D, generator=gen).to(dtype).to(DEV) for h in (H, Hkv, Hkv))
+    do = torch.randn(B, H, Nq, Dv, generator=gen).to(dtype).to(DEV)
+    kw = {key: (val.to(DEV) if isinstance(val, torch.Tensor) else val) for key, val in kw.items()}
+    o, lse = attention_fwd(q, k, v, scale=0.2, **kw)
+    two = attention_bwd(do, q, k, v, o, lse, scale=0.2, **kw)
+    dq_calls = []
+    dq_run = triton_bwd._attn_bwd_dq_kernel.run
+    monkeypatch.setattr(triton_bwd._attn_bwd_dq_kernel, "run", lambda *a, **k_: dq_calls.append(1) or dq_run(*a, **k_))
+    monkeypatch.setattr(triton_bwd, "ATOMIC_DQ_DEFAULT", True)
+    one = attention_bwd(do, q, k, v, o, lse, scale=0.2, **kw)
+    assert dq_calls == []  # no second kernel
+    for name, a, b in zip(("dq", "dk", "dv"), one, two):
+        assert a.dtype == b.dtype == dtype
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)

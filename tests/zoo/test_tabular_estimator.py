@@ -241,3 +241,98 @@ def test_published_prior_sha256_mismatch_is_refused(offline_hub):
     bad = dataclasses.replace(entry.pretrained["prior"], sha256="0" * 64)
     with pytest.raises(Exception, match="sha256"):
         hub.load_pretrained("orion_bix_small", bad)
+
+
+# ---------------------------------------------------------------------------------------------- KV cache
+def test_kv_cache_matches_the_uncached_path(ref):
+    _, model, io = ref
+    kw = dict(model=model, n_estimators=6, batch_size=4, test_chunk_size=5, random_state=0, device="cpu")
+    plain = OrionBixClassifier(**kw).fit(io["X_train"], io["y_train"])
+    cached = OrionBixClassifier(kv_cache=True, **kw).fit(io["X_train"], io["y_train"])
+    assert plain.kv_cache_ is None and set(cached.kv_cache_) == set(cached.members_)
+    assert [c.batch for c in cached.kv_cache_["none"]] == [3]  # 6 members: 3 per norm method, one batch each
+    p = plain.predict_proba(io["X_test"])
+    for _ in range(2):  # repeated calls reuse the cache
+        assert np.abs(cached.predict_proba(io["X_test"]) - p).max() < 1e-6
+    assert np.abs(cached.predict_proba(io["X_test"][:3]) - p[:3]).max() < 1e-6
+    # model level: forward_with_context == forward over train + test rows, with and without feature shuffles
+    X = torch.from_numpy(io["sklearn_member_X"][:2])
+    y = torch.from_numpy(io["sklearn_member_y_train"][:2]).float()
+    n = y.shape[1]
+    with torch.no_grad():
+        full = model(X, y)
+        ctx = model.build_context(X[:, :n], y)
+        assert (model.forward_with_context(X[:, n:], ctx) - full).abs().max() < 1e-6
+    # more classes than max_classes: hierarchical routing runs uncached
+    Xd, _ = _data(n=72, f=4)
+    clf = _clf(kv_cache=True).fit(Xd, np.arange(72) % 12)
+    assert clf.kv_cache_ is None and clf.predict_proba(Xd[:4]).shape == (4, 12)
+
+
+# ---------------------------------------------------------------------------------------------- model="auto"
+@pytest.fixture
+def no_network(tmp_path, monkeypatch):
+    """Empty HF cache in tmp_path, online settings, every outgoing connection refused (and counted)."""
+    import socket
+
+    import zoo.tabular as tab
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT", "HF_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(tab, "_AUTO_RESOLVED", {})
+    attempts = []
+
+    def refuse(address, *args, **kwargs):
+        attempts.append(address)
+        raise OSError(f"network blocked in this test: {address}")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", lambda self, address: refuse(address))
+    return attempts
+
+
+def test_auto_without_network_falls_back_to_the_zoo_weights(no_network, caplog):
+    import logging
+
+    if not (PUBLISHED / "model.safetensors").is_file():
+        pytest.skip("hub/zoo-models/orion_bix_small.prior not built")
+    X, y = _data()
+    with caplog.at_level(logging.WARNING, logger="zoo"):
+        clf = OrionBixClassifier(n_estimators=1, device="cpu").fit(X, y)
+        OrionBixClassifier(n_estimators=1, device="cpu").fit(X, y)  # resolved once per process
+    assert clf.model == "auto" and clf.model_source_ == "orion_bix_small.prior"
+    assert len(no_network) == 1, no_network  # one fast connection attempt, no retries
+    notes = [r.getMessage() for r in caplog.records if r.name == "zoo"]
+    assert len(notes) == 1 and "Lexsi/Orion-BiX" in notes[0] and "orion_bix_small.prior" in notes[0]
+    assert "\n" not in notes[0]
+    published = zoo.from_pretrained(PUBLISHED)
+    assert all(torch.equal(v, published.state_dict()[k]) for k, v in clf.model_.state_dict().items())
+
+
+def test_auto_converts_the_released_checkpoint_once(no_network, ref, tmp_path, monkeypatch):
+    from zoo import hub
+    import zoo.models.orion_bix as ob
+    import zoo.tabular as tab
+
+    meta, model, io = ref
+    # a fake released checkpoint in the authors' layout (config + state dict with torch.compile prefixes) in the cache
+    src = tmp_path / "authors"
+    src.mkdir()
+    sd = {"_orig_mod." + k: v for k, v in model.state_dict().items()}
+    torch.save({"config": meta["config"], "state_dict": sd}, src / tab.OFFICIAL_FILE)
+    hub.cache_folder(src, tab.OFFICIAL_REPO)
+    clf = OrionBixClassifier(n_estimators=4, batch_size=1, random_state=0, device="cpu")
+    clf.fit(io["X_train"], io["y_train"])
+    folder = Path(clf.model_source_)
+    assert (folder / "model.safetensors").is_file() and "models--zoo-models--orion_bix.official" in str(folder)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in clf.model_.state_dict().items())
+    ref_p = OrionBixClassifier(model=model, n_estimators=4, batch_size=1, random_state=0, device="cpu").fit(
+        io["X_train"], io["y_train"]).predict_proba(io["X_test"])
+    assert np.abs(clf.predict_proba(io["X_test"]) - ref_p).max() < 1e-6
+    # next process: the cached safetensors folder is used, nothing is converted or downloaded again
+    monkeypatch.setattr(tab, "_AUTO_RESOLVED", {})
+    monkeypatch.setattr(ob, "convert_checkpoint", lambda *a, **k: pytest.fail("converted twice"))
+    assert tab.resolve_default_model() == folder
+    assert no_network == []

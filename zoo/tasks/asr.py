@@ -105,12 +105,15 @@ class SpeechRecognitionTask(ZooTask):
         eval_contexts: ``{name: [left, right]}`` decoded in validation/test; metrics ``wer``/``cer`` for the first,
             ``wer_<name>``/``cer_<name>`` for every one.
         decode_val: greedy-decode in validation (WER/CER); off makes validation loss-only and fast.
+        fused_loss: compute the joint + RNN-T loss with the fused Triton kernels (``zoo.kernels.rnnt``; no
+            (B, T, U+1, V) logits in memory) instead of the materialised joint + torchaudio (CUDA only; the CPU
+            falls back to the materialised path).
     """
 
     def __init__(self, model: str = "transformer_transducer_small", model_args: dict | None = None,
                  pretrained: bool | str = False, optimizer: dict | None = None, scheduler: dict | None = None,
                  tokenizer: dict | None = None, train_contexts: list | None = None,
-                 eval_contexts: dict | list | None = None, decode_val: bool = True):
+                 eval_contexts: dict | list | None = None, decode_val: bool = True, fused_loss: bool = False):
         tok = CharTokenizer.from_dict(tokenizer)
         model_args = {**(model_args or {}), "vocab_size": tok.vocab_size, "blank": tok.blank}
         super().__init__(model, model_args, pretrained, optimizer, scheduler)
@@ -119,6 +122,7 @@ class SpeechRecognitionTask(ZooTask):
         self.eval_contexts = _contexts(eval_contexts, "eval_contexts") or {
             "model": (self.model.audio_left, self.model.audio_right)}
         self.decode_val = decode_val
+        self.fused_loss = bool(fused_loss)
         from torchmetrics.text import CharErrorRate, WordErrorRate
 
         self.metrics = torch.nn.ModuleDict()
@@ -151,7 +155,7 @@ class SpeechRecognitionTask(ZooTask):
         left = right = None
         if stage == "train" and self.train_contexts:
             left, right = random.choice(self.train_contexts)
-        out = self.model(audio, lengths, tg, tl, left=left, right=right)
+        out = self.model(audio, lengths, tg, tl, left=left, right=right, fused_loss=self.fused_loss)
         loss = out["loss"]
         bs = audio.shape[0]
         self.log_metrics(stage, {"loss": loss}, batch_size=bs, prog_bar=stage != "test")
