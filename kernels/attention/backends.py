@@ -40,6 +40,9 @@ class Case:
 
 
 # ----------------------------------------------------------------------------------------------------------- sdpa
+SDPA_MAX_BATCH_HEADS = 65535
+
+
 def sdpa_attention(q, k, v, spec: MaskSpec | None, scale: float, return_lse: bool = False, cache=None):
     """``F.scaled_dot_product_attention``: ``is_causal`` for a plain causal mask with Nq == Nk, else a dense
     boolean ``attn_mask``; rows that see no key are set to zero (SDPA returns NaN there)."""
@@ -47,6 +50,11 @@ def sdpa_attention(q, k, v, spec: MaskSpec | None, scale: float, return_lse: boo
         raise ValueError("backend='sdpa' cannot return the log-sum-exp; use backend='triton', 'flex' or 'reference'")
     gqa = q.shape[1] != k.shape[1]
     if spec is None:
+        if q.is_cuda and q.shape[0] * q.shape[1] > SDPA_MAX_BATCH_HEADS:
+            # CUDA SDPA kernels put batch x heads on one grid axis (65535 at most): run in batch slices
+            step = max(1, SDPA_MAX_BATCH_HEADS // q.shape[1])
+            return torch.cat([F.scaled_dot_product_attention(q[i:i + step], k[i:i + step], v[i:i + step], scale=scale,
+                                                             enable_gqa=gqa) for i in range(0, q.shape[0], step)])
         return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa)
     if spec.is_causal_only and q.shape[2] == k.shape[2]:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)

@@ -85,7 +85,8 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
     mu1, mu2 = a.mean(0), b.mean(0)
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    covmean = linalg.sqrtm(s1 @ s2)  # (scipy >= 1.16 dropped disp=)
+    covmean = covmean[0] if isinstance(covmean, tuple) else covmean
     if not np.isfinite(covmean).all():
         eps = np.eye(len(s1)) * 1e-6
         covmean = linalg.sqrtm((s1 + eps) @ (s2 + eps))
