@@ -78,3 +78,24 @@ def offline_hub(tmp_path, monkeypatch):
         return folder
 
     return install
+
+
+@pytest.fixture
+def no_network(tmp_path, monkeypatch):
+    """Empty HF cache in tmp_path, online settings, and every outgoing connection refused; returns the list of
+    attempted addresses (so tests can count them)."""
+    import socket
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT", "HF_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    attempts = []
+
+    def refuse(address, *args, **kwargs):
+        attempts.append(address)
+        raise OSError(f"network blocked in this test: {address}")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", lambda self, address: refuse(address))
+    return attempts

@@ -4,7 +4,6 @@ the repo id and both fixes."""
 from __future__ import annotations
 
 import logging
-import socket
 
 import pytest
 import torch
@@ -13,24 +12,6 @@ import zoo
 from zoo import hub
 
 TAG = "repnext_m0.fmnist"
-
-
-@pytest.fixture
-def no_network(tmp_path, monkeypatch):
-    """Empty HF cache, online settings, and every outgoing connection refused (counted)."""
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT", "HF_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-    attempts = []
-
-    def refuse(address, *args, **kwargs):
-        attempts.append(address)
-        raise OSError(f"network blocked in this test: {address}")
-
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", lambda self, address: refuse(address))
-    return attempts
 
 
 def _published_weights_present():

@@ -271,26 +271,12 @@ def test_kv_cache_matches_the_uncached_path(ref):
 
 # ---------------------------------------------------------------------------------------------- model="auto"
 @pytest.fixture
-def no_network(tmp_path, monkeypatch):
-    """Empty HF cache in tmp_path, online settings, every outgoing connection refused (and counted)."""
-    import socket
-
+def no_network(no_network, monkeypatch):
+    """The shared blocked-network fixture, with the estimator's once-per-process model choice forgotten."""
     import zoo.tabular as tab
 
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT", "HF_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(tab, "_AUTO_RESOLVED", {})
-    attempts = []
-
-    def refuse(address, *args, **kwargs):
-        attempts.append(address)
-        raise OSError(f"network blocked in this test: {address}")
-
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", lambda self, address: refuse(address))
-    return attempts
+    return no_network
 
 
 def test_auto_without_network_falls_back_to_the_zoo_weights(no_network, caplog):
