@@ -43,6 +43,18 @@ __all__ = ["PriorConfig", "sample_table", "sample_batch", "TabularPriorDataset",
            "TorchPriorConfig", "sample_batch_torch"]
 
 
+def _validate_table_ranges(cfg) -> None:
+    """Checks shared by the numpy and torch prior configs: feature / row / train-fraction ranges and class count."""
+    if not 1 <= cfg.min_features <= cfg.max_features:
+        raise ValueError(f"need 1 <= min_features <= max_features, got {cfg.min_features}, {cfg.max_features}")
+    if not 4 <= cfg.min_rows <= cfg.max_rows:
+        raise ValueError(f"need 4 <= min_rows <= max_rows, got {cfg.min_rows}, {cfg.max_rows}")
+    if not 0.0 < cfg.min_train_frac <= cfg.max_train_frac < 1.0:
+        raise ValueError("need 0 < min_train_frac <= max_train_frac < 1")
+    if cfg.max_classes < 2:
+        raise ValueError(f"max_classes must be >= 2, got {cfg.max_classes}")
+
+
 @dataclass
 class PriorConfig:
     """Prior hyper-parameters (ranges are inclusive)."""
@@ -64,14 +76,7 @@ class PriorConfig:
     clip: float = 10.0
 
     def validate(self) -> None:
-        if not 1 <= self.min_features <= self.max_features:
-            raise ValueError(f"need 1 <= min_features <= max_features, got {self.min_features}, {self.max_features}")
-        if not 4 <= self.min_rows <= self.max_rows:
-            raise ValueError(f"need 4 <= min_rows <= max_rows, got {self.min_rows}, {self.max_rows}")
-        if not 0.0 < self.min_train_frac <= self.max_train_frac < 1.0:
-            raise ValueError("need 0 < min_train_frac <= max_train_frac < 1")
-        if self.max_classes < 2:
-            raise ValueError(f"max_classes must be >= 2, got {self.max_classes}")
+        _validate_table_ranges(self)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
@@ -252,14 +257,7 @@ class TorchPriorConfig:
     clip: float = 10.0
 
     def validate(self) -> None:
-        if not 1 <= self.min_features <= self.max_features:
-            raise ValueError(f"need 1 <= min_features <= max_features, got {self.min_features}, {self.max_features}")
-        if not 4 <= self.min_rows <= self.max_rows:
-            raise ValueError(f"need 4 <= min_rows <= max_rows, got {self.min_rows}, {self.max_rows}")
-        if not 0.0 < self.min_train_frac <= self.max_train_frac < 1.0:
-            raise ValueError("need 0 < min_train_frac <= max_train_frac < 1")
-        if self.max_classes < 2:
-            raise ValueError(f"max_classes must be >= 2, got {self.max_classes}")
+        _validate_table_ranges(self)
         if self.batch_size < 1 or self.max_cells < 1:
             raise ValueError("batch_size and max_cells must be >= 1")
         if not 0.0 <= self.curriculum <= 1.0:

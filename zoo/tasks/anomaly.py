@@ -134,7 +134,7 @@ class AnomalyDetectionTask(ZooTask):
         self.last_metrics = {"per_category": per, "mean": mean}
         if self.trainer is not None and not self.trainer.is_global_zero:
             return
-        out = self._output_dir()
+        out = self.output_dir()
         out.mkdir(parents=True, exist_ok=True)
         (out / f"metrics_{stage}.md").write_text(format_table(per) + "\n")
         (out / f"metrics_{stage}.json").write_text(json.dumps(self.last_metrics, indent=2))
@@ -150,11 +150,6 @@ class AnomalyDetectionTask(ZooTask):
     def on_test_epoch_end(self) -> None:
         self._epoch_end("test")
 
-    def _output_dir(self) -> Path:
-        if self.hparams.output_dir:
-            return Path(self.hparams.output_dir)
-        t = self.trainer
-        return Path(t.log_dir or t.default_root_dir) if t is not None else Path(".")
 
 
 # --------------------------------------------------------------------------------------------------------------------

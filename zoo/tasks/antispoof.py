@@ -167,16 +167,11 @@ class AntiSpoofingTask(ZooTask):
     def on_test_epoch_end(self) -> None:
         self._epoch_end("test")
 
-    def _output_dir(self) -> Path:
-        if self.hparams.output_dir:
-            return Path(self.hparams.output_dir)
-        trainer = self.trainer
-        return Path(trainer.log_dir or trainer.default_root_dir) if trainer is not None else Path(".")
 
     def _write_outputs(self, scores: np.ndarray, labels: np.ndarray, bona: np.ndarray, spoof: np.ndarray) -> None:
         if self.trainer is not None and not self.trainer.is_global_zero:
             return
-        out = self._output_dir()
+        out = self.output_dir()
         out.mkdir(parents=True, exist_ok=True)
         dm = getattr(self.trainer, "datamodule", None)
         entries = getattr(getattr(dm, "test_set", None), "entries", None)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -267,6 +268,15 @@ class ZooTask(L.LightningModule):
             )
 
     # ------------------------------------------------------------------ optimisation
+    def output_dir(self) -> Path:
+        """Where test-time files (score lists, plots, overlays) go: ``hparams.output_dir`` when the task has one,
+        else the trainer's log dir (eval.py: next to metrics.json), else the working directory."""
+        explicit = getattr(self.hparams, "output_dir", None)
+        if explicit:
+            return Path(explicit)
+        trainer = self._trainer
+        return Path(trainer.log_dir or trainer.default_root_dir) if trainer is not None else Path(".")
+
     def optimizer_module(self) -> nn.Module:
         """The module whose parameters are optimised (default ``self.model``; override to add loss parameters)."""
         return self.model
