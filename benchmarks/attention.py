@@ -341,7 +341,7 @@ def main(argv=None):
     print(table)
     suggestion = dispatch_suggestion(results)
     print()
-    print("dispatch suggestion (paste into kernels/attention/dispatch.py _TABLE, citing this run):")
+    print("dispatch suggestion (paste into zoo/kernels/attention/dispatch.py _TABLE, citing this run):")
     print(json.dumps(suggestion["table"], indent=1))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -111,7 +111,9 @@ def _mosaic_batch(n: int, size: int) -> torch.Tensor:
     return torch.stack([dm.test_set[i][0] for i in range(n)])
 
 
-def run(args) -> list[dict]:
+def run(args, on_row=None) -> list[dict]:
+    """Every (size, merge) row of the table; ``on_row(rows)`` is called after each one (partial tables survive a
+    time limit)."""
     dev = torch.device(args.device)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     if args.device == "cpu" and args.threads:
@@ -161,6 +163,8 @@ def run(args) -> list[dict]:
                        if args.pretrained else "random, calibrated merge")
             rows.append(row)
             print(json.dumps(row), flush=True)
+            if on_row is not None:
+                on_row(rows)
     return rows
 
 
@@ -245,15 +249,17 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None)
     p.add_argument("--md", default=None)
     args = p.parse_args(argv)
-    rows = run(args)
-    md = header(args) + to_markdown(rows)
-    print(md)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
-    if args.md:
-        Path(args.md).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.md).write_text(md)
+
+    def save(rows: list[dict]) -> None:
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        if args.md:
+            Path(args.md).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.md).write_text(header(args) + to_markdown(rows))
+
+    rows = run(args, on_row=save)
+    print(header(args) + to_markdown(rows))
     return 0
 
 

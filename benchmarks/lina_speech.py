@@ -2,10 +2,10 @@
 then (on a CPU with pocketsphinx and espeak-ng) the intelligibility / speaker-similarity tables.
 
     # GPU (scripts/gpu/suites/lina_speech.sh): train, publish, generate, IST, GPU RTF -> $ART
-    python benchmarks/lina_speech.py gpu --data datasets/data/lina_offline --out $ART [--train-seconds 70] [--smoke]
+    python benchmarks/lina_speech.py gpu --data zoo/datasets/data/lina_offline --out $ART [--train-seconds 70] [--smoke]
     # CPU afterwards, from the returned folder: pocketsphinx WER (a) espeak audio, (b) codec resynthesis of the
     # ground-truth tokens, (c) Lina's generations; IST speaker-similarity proxy; RTF on 2 CPU cores; export check
-    python benchmarks/lina_speech.py cpu --art runs/lina_gpu --data datasets/data/lina_offline
+    python benchmarks/lina_speech.py cpu --art runs/lina_gpu --data zoo/datasets/data/lina_offline
 
 WER uses pocketsphinx (PyPI, its bundled US English acoustic model and language model; nobody here trained it),
 after lowercasing and stripping punctuation. Speaker-similarity proxies against the held-out voice's reference
@@ -552,7 +552,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="benchmarks/lina_speech.py")
     sub = p.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("gpu")
-    g.add_argument("--data", default="datasets/data/lina_offline")
+    g.add_argument("--data", default="zoo/datasets/data/lina_offline")
     g.add_argument("--out", required=True)
     g.add_argument("--train-seconds", type=float, default=70)
     g.add_argument("--batch-size", type=int, default=48)
@@ -570,7 +570,7 @@ def main(argv=None) -> int:
     g.add_argument("--smoke", action="store_true")
     c = sub.add_parser("cpu")
     c.add_argument("--art", required=True)
-    c.add_argument("--data", default="datasets/data/lina_offline")
+    c.add_argument("--data", default="zoo/datasets/data/lina_offline")
     c.add_argument("--n", type=int, default=60)
     c.add_argument("--threads", type=int, default=2)
     ns = p.parse_args(argv)

@@ -9,16 +9,6 @@ Public API::
 """
 from __future__ import annotations
 
-from pathlib import Path as _Path
-
-# In a source checkout models/, kernels/ and datasets/ sit beside zoo/ and install as zoo.models, zoo.kernels and
-# zoo.datasets. Adding the checkout root to this package's path makes `import zoo.models` resolve there too, so the
-# repo works from its root with either `pip install .` or `pip install -e .`.
-_root = _Path(__file__).resolve().parent.parent
-if (_root / "pyproject.toml").is_file() and (_root / "models" / "__init__.py").is_file():
-    if str(_root) not in __path__:
-        __path__.append(str(_root))
-
 __version__ = "0.1.0"
 
 from zoo.registry import (  # noqa: E402

@@ -174,7 +174,7 @@ def run_experiment(a) -> dict[str, Any]:
                            "torch": torch.__version__, "params": sum(p.numel() for p in dense.parameters()),
                            "moc_args": MOC_ARGS, "batch": a.batch, "lr": a.lr}
     log("train dense")
-    res["train_dense"] = train(dense, pool, steps=a.steps, seconds=None if a.steps else a.train_seconds,
+    res["train_dense"] = train(dense, pool, steps=a.steps or None, seconds=None if a.steps else a.train_seconds,
                                batch=a.batch, lr=a.lr, seed=a.seed, amp=amp, log=log)
     n = res["train_dense"]["steps"]
     log(f"train moc ({n} steps)")

@@ -2,7 +2,7 @@
 # The one GPU runner (device tool): runs named suites, each a script in scripts/gpu/suites/<name>.sh that regenerates
 # one published table or one trained model. A suite's first lines say what it writes and its time limit
 # (`# limit: SECONDS`). Logs and artifacts come back as $OUT/gpu_results.tgz.[a-f] (15 MB parts; `cat | tar xz`)
-# and $OUT/summary.txt, rewritten after every suite.
+# and $OUT/summary.txt, rewritten after every suite; $OUT/partial.tgz holds the suite in progress when a call is cut.
 #
 #   bash scripts/gpu/run.sh SUITE [SUITE...]          # on the device, e.g. via the device tool's `run`
 #   bash scripts/gpu/run.sh --list                      # suites and what each regenerates
@@ -43,6 +43,10 @@ RES=$(mktemp -d /tmp/zoo_gpu_results.XXXXXX)
 { date -u +%FT%TZ; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || echo "no GPU";
   $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } > "$RES/machine.txt"
 cat "$RES/machine.txt"
+# A call cut by the device's limit mid-suite still returns that suite's rows so far: every 20 s the results folder is
+# packed into $OUT/partial.tgz (removed again once the last suite has been packed whole).
+( while sleep 20; do tar czf "$RES.partial.tgz" -C "$RES" . 2>/dev/null && mv -f "$RES.partial.tgz" "$OUT/partial.tgz"; done ) &
+PACKER=$!
 for s in "$@"; do
     limit=$(grep -m1 '^# limit:' "$SUITES/$s.sh" | awk '{print $3}'); limit=${limit:-300}
     [ "$SMOKE" = 1 ] && limit=$((limit * 4))
@@ -63,6 +67,7 @@ _Regenerated $(date -u '+%F %H:%M') UTC by \`bash scripts/gpu/run.sh $s\` (limit
     rm -f "$OUT"/gpu_results.tgz.*
     tar czf - -C "$RES" . | split -b 15m -a 1 - "$OUT/gpu_results.tgz."
 done
+kill "$PACKER" 2>/dev/null; wait "$PACKER" 2>/dev/null; rm -f "$OUT/partial.tgz"
 if [ "$SMOKE" != 1 ] && [ "${SAVE_CACHE:-1}" = 1 ] && [ -d /tmp/compile_cache ]; then
     # kernels and autotune choices only (no IR dumps); at most 6 parts of 15 MB so $OUT stays within 8 files
     find /tmp/compile_cache \( -name '*.ptx' -o -name '*.ttir' -o -name '*.ttgir' -o -name '*.llir' -o -name '*.source' \) \

@@ -1,4 +1,4 @@
-"""Autotune candidate rules of our attention kernels (kernels/attention/triton_common.prune_configs), as on a GPU.
+"""Autotune candidate rules of our attention kernels (zoo/kernels/attention/triton_common.prune_configs), as on a GPU.
 
 Under the interpreter every kernel has one config, so the GPU lists are rebuilt here from the module tables."""
 import triton

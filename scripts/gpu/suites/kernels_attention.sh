@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# docs/benchmarks/attention-h200.md speed sections: every row of benchmarks/attention.py --quick (dense, masked, varlen, block-sparse; ours vs SDPA flash/cuDNN, Flex, auto) -> $ART/attention-h200.md + .json (dispatch suggestion for kernels/attention/dispatch.py)
+# docs/benchmarks/attention-h200.md speed sections: every row of benchmarks/attention.py --quick (dense, masked, varlen, block-sparse; ours vs SDPA flash/cuDNN, Flex, auto) -> $ART/attention-h200.md + .json (dispatch suggestion for zoo/kernels/attention/dispatch.py)
 # limit: 600
 set -uo pipefail
 if [ "$SMOKE" = 1 ]; then

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Lina-Speech small trained on the offline espeak-ng token corpus (datasets/data/lina_offline, built on the CPU): hub/zoo-models/lina_speech_small.lina_offline + generations for held-out sentences + IST vs full fine-tune on a held-out voice + streaming RTF on the GPU -> $ART (then on the CPU: python benchmarks/lina_speech.py cpu --art $ART for the pocketsphinx WER table)
+# Lina-Speech small trained on the offline espeak-ng token corpus (zoo/datasets/data/lina_offline, built on the CPU): hub/zoo-models/lina_speech_small.lina_offline + generations for held-out sentences + IST vs full fine-tune on a held-out voice + streaming RTF on the GPU -> $ART (then on the CPU: python benchmarks/lina_speech.py cpu --art $ART for the pocketsphinx WER table)
 # limit: 150
-# Needs datasets/data/lina_offline/{tokens.npz,codec.safetensors,codec.json} in the working tree (a few MB; the GPU
+# Needs zoo/datasets/data/lina_offline/{tokens.npz,codec.safetensors,codec.json} in the working tree (a few MB; the GPU
 # image has no espeak-ng). Training time is fixed in seconds (--train-seconds), the step count follows from speed.
 set -euo pipefail
 DATA=${LINA_DATA:-datasets/data/lina_offline}

@@ -4,7 +4,7 @@
 # Needs nothing carried beyond the working tree (jsonargparse wheel in .whl/ for train.py's CLI; penguins ships as
 # benchmarks/tabular_penguins.csv). Writes under $ART:
 #   hub/zoo-models/orion_bix_small.prior/   config.json + model.safetensors + README.md  -> copy to hub/zoo-models/
-#   registry.txt                            sha256 + val metrics for models/orion_bix.py's "prior" PretrainedSource
+#   registry.txt                            sha256 + val metrics for zoo/models/orion_bix.py's "prior" PretrainedSource
 #   train_results.json                      train.py results (steps, val metrics)
 #   tabular.md / tabular.json               5 tables x {OrionBixClassifier(), HistGradientBoosting, RandomForest,
 #                                           LogisticRegression}, fit / predict s per fold, KV-cache speed-up -> docs/benchmarks/tabular.md

@@ -9,7 +9,7 @@ ankle boot). Three question types, each four tokens ``[BOS, type, class-or-pad, 
 - ``count``: how many times did item c appear?  -> answer = 4 + count (0..3)
 
 So answering needs finding 2-3 frames among F and reading their order or counting them; F can grow past the
-training length at test time. Images come from the embedded Fashion-MNIST subset (``datasets/data/
+training length at test time. Images come from the embedded Fashion-MNIST subset (``zoo/datasets/data/
 fashion_mnist_subset``, or the Debian package when present); train and test videos draw from the train and test images.
 
 ``make_batch`` builds whole batches with tensor ops on any device (fast on a GPU); ``NeedleVideoQADataset`` /

@@ -1,4 +1,4 @@
-"""Triton kernels of VideoNSA's two per-token operations (see models/videonsa.py for the PyTorch oracles):
+"""Triton kernels of VideoNSA's two per-token operations (see zoo/models/videonsa.py for the PyTorch oracles):
 
 - :func:`topk_triton`: the released top-k (fla 0.3.1 ``parallel_nsa_topk`` semantics): per (token, KV group) the
   group-summed block scores ``exp(q.kc * scale - lse)`` of the earlier blocks, 1.0 per head for the current block,

@@ -7,6 +7,7 @@ underscore keeps ``zoo.models`` from importing it when transformers is absent).
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -62,14 +63,31 @@ class HFVideoNSAAttention(VideoNSAAttention):
     mrope_ids: torch.Tensor | None = None  # (3, B, L), set by the text model's pre-hook
 
     def forward(self, hidden_states, attention_mask=None, position_ids=None, past_key_values=None,
-                position_embeddings=None, **kwargs):
+                position_embeddings=None, cache=None, **kwargs):
         # transformers hands the layers only the 1-D text positions; the token typing needs the three M-RoPE ids.
         pid = self.mrope_ids
         if pid is None or pid.shape[1:] != hidden_states.shape[:2]:
             pid = None
-        out = VideoNSAAttention.forward(self, hidden_states, position_embeddings, pid, attention_mask,
-                                        past_key_values)
+        # transformers passes the KV cache as `past_key_values` in older releases and as `cache` in newer ones (5.25).
+        cache = cache if cache is not None else past_key_values
+        out = VideoNSAAttention.forward(self, hidden_states, position_embeddings, pid, attention_mask, cache)
         return out, None
+
+
+def _released_rope_index(get_rope_index):
+    """Wrap Qwen2.5-VL's ``get_rope_index`` so it gives the released model's M-RoPE ids on every transformers version.
+
+    The authors' vendored copy casts ``second_per_grid_t`` to int64 before scaling (0.5 s -> 0: every temporal patch
+    gets temporal id 0; see the fixture README); transformers >= 5.18 keeps the fraction. Truncating the argument
+    gives the authors' ids on both."""
+
+    @functools.wraps(get_rope_index)
+    def released(*args, second_per_grid_ts=None, **kwargs):
+        if second_per_grid_ts is not None:
+            second_per_grid_ts = torch.as_tensor(second_per_grid_ts).trunc()
+        return get_rope_index(*args, second_per_grid_ts=second_per_grid_ts, **kwargs)
+
+    return released
 
 
 class VideoNSAForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
@@ -89,6 +107,7 @@ class VideoNSAForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
             new.load_state_dict(old.state_dict(), strict=False)  # keep the initialised q/k/v/o
             layer.self_attn = new
         self.model.language_model.register_forward_pre_hook(self._capture_mrope_ids, with_kwargs=True)
+        self.model.get_rope_index = _released_rope_index(self.model.get_rope_index)
 
     def _capture_mrope_ids(self, module, args, kwargs):
         pid = kwargs.get("position_ids")

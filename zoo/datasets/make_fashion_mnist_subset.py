@@ -1,11 +1,11 @@
-"""Make the Fashion-MNIST subset that ships in the repo (datasets/data/fashion_mnist_subset/).
+"""Make the Fashion-MNIST subset that ships in the repo (zoo/datasets/data/fashion_mnist_subset/).
 
 Takes the first ``--train-per-class`` training and ``--test-per-class`` test images of every class (in file order,
 so the result is deterministic) from the full IDX files of the Debian package ``dataset-fashion-mnist`` (or
 ``--src``) and writes them as gzipped IDX files with the original names. Default: 600 + 100 per class = 6,000 train
 and 1,000 test images (~3 MB).
 
-    apt-get install dataset-fashion-mnist && python datasets/make_fashion_mnist_subset.py
+    apt-get install dataset-fashion-mnist && python zoo/datasets/make_fashion_mnist_subset.py
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         "# Fashion-MNIST subset (embedded default)\n\n"
         f"The first {a.train_per_class} training and {a.test_per_class} test images of each of the 10 classes of\n"
         "Fashion-MNIST (Xiao, Rasul, Vollgraf 2017; MIT licence), taken in file order from the Debian package\n"
-        "`dataset-fashion-mnist` by `datasets/make_fashion_mnist_subset.py`. Same IDX format and file names as the\n"
+        "`dataset-fashion-mnist` by `zoo/datasets/make_fashion_mnist_subset.py`. Same IDX format and file names as the\n"
         "original release; 28x28 grey images, labels 0-9.\n"
     )
 

@@ -4,7 +4,7 @@
   ``j*d + l - 1 <= t`` becomes a bottom-right ``Causal()`` mask per group (2 attention calls on strided views of q,
   no copy; 1 call non-causal);
 - selection: one Triton kernel gives the importance of every selection block per (KV group, query block)
-  (kernels/nsa/importance.py), top-n in torch with sizes known from the config (no device -> host sync);
+  (zoo/kernels/nsa/importance.py), top-n in torch with sizes known from the config (no device -> host sync);
 - selected branch: ``BlockSparse`` with Hb = Hkv (one selection per KV group, any head ratio, no padding),
   ``& Causal()`` in causal mode; selection per query block of l' tokens (see docs/kernels/nsa.md);
 - window branch: ``SlidingWindow``; gates: one fused pass (reads the compressed output in its residue layout).
@@ -276,7 +276,7 @@ def nsa_select(q, kc, lse, cfg: NSAConfig, causal: bool, scale: float, heads_kv:
     compression blocks overlapping s of softmax(q . kc) (normalised with the compressed branch's ``lse``). Forced:
     the first ``init_blocks`` blocks and the ``local_blocks`` blocks ending at n; the rest of the budget n goes to the
     highest-importance candidates (causal: blocks before n). Returns ``BlockSparse`` (B, Hkv, Ns, <= sel_count).
-    The importance runs in a Triton kernel (kernels/nsa/importance.py) when q is on CUDA or TRITON_INTERPRET=1 is
+    The importance runs in a Triton kernel (zoo/kernels/nsa/importance.py) when q is on CUDA or TRITON_INTERPRET=1 is
     set and the shapes allow it (``use_kernel=None``); ``use_kernel=False`` forces PyTorch. No device -> host sync.
     """
     b, t = q.shape[0], q.shape[2]

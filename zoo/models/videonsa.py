@@ -14,11 +14,11 @@ tokens) and dense causal attention (text tokens). This file holds, top to bottom
 - a clean routing (``mode="clean"``): vision rows -> :func:`zoo.kernels.nsa.nsa` (any GQA ratio, no padding),
   text rows -> dense causal attention. A different function, for new models; not for the released weights;
 - the registry entry ``videonsa_qwen2_5_vl_7b`` (the full VLM on Hugging Face transformers' Qwen2.5-VL, built in
-  ``models/_videonsa_hf.py`` because transformers is an optional extra: ``pip install zoo[videonsa]``).
+  ``zoo/models/_videonsa_hf.py`` because transformers is an optional extra: ``pip install zoo[videonsa]``).
 
 Layouts: q (B, H, L, D), k / v (B, Hkv, L, D) unless stated; block indices (B, L, Hkv, S) int32 as fla stores them.
 Everything runs on ``zoo.kernels.attention`` (compressed, window and dense branches) plus two small per-token ops
-(the released top-k and per-token block selection) with a PyTorch path and a Triton path (``models/_videonsa_triton``).
+(the released top-k and per-token block selection) with a PyTorch path and a Triton path (``zoo/models/_videonsa_triton``).
 """
 from __future__ import annotations
 

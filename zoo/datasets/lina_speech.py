@@ -1,6 +1,6 @@
 """An offline text-to-speech corpus of codec tokens for Lina-Speech, built from installed Debian packages.
 
-    python -m zoo.datasets.lina_speech prepare --out datasets/data/lina_offline
+    python -m zoo.datasets.lina_speech prepare --out zoo/datasets/data/lina_offline
 
 Text: English sentences from installed text sources (no download): the docstrings of the Python 3.11 standard
 library (``/usr/lib/python3.11``, package ``libpython3.11-stdlib``) and the POD documentation of the Perl core

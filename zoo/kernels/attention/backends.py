@@ -168,7 +168,7 @@ def unsupported_reason(backend: str, c: Case) -> str | None:
         return None
     if backend == "triton":
         if triton_kernels() is None:
-            return "the Triton kernels (kernels/attention/triton_fwd.py, triton_bwd.py) are not importable"
+            return "the Triton kernels (zoo/kernels/attention/triton_fwd.py, triton_bwd.py) are not importable"
         if not triton_available(c.device):
             if c.device.type == "cpu":
                 return "Triton runs on CPU only under TRITON_INTERPRET=1 (set before triton is imported)"

@@ -136,7 +136,7 @@ def find_fashion_mnist(source: str | os.PathLike = "auto") -> dict[str, tuple[Pa
             out[split] = (paths[0], paths[1])  # type: ignore[assignment]
     if missing:
         hint = (
-            "; the embedded subset is made by `python datasets/make_fashion_mnist_subset.py`"
+            "; the embedded subset is made by `python zoo/datasets/make_fashion_mnist_subset.py`"
             if folder == EMBEDDED_FASHION_MNIST_DIR
             else "; the Debian package dataset-fashion-mnist provides them (apt-get install dataset-fashion-mnist)"
         )
