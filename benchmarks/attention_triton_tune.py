@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -20,13 +19,8 @@ import torch.nn.functional as F
 import triton
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-try:
-    from zoo.kernels.attention.triton_bwd import _attn_bwd_dkdv_kernel, _attn_bwd_dq_kernel, attention_bwd
-    from zoo.kernels.attention.triton_fwd import _attn_fwd_kernel, attention_fwd
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from kernels.attention.triton_bwd import _attn_bwd_dkdv_kernel, _attn_bwd_dq_kernel, attention_bwd
-    from kernels.attention.triton_fwd import _attn_fwd_kernel, attention_fwd
+from zoo.kernels.attention.triton_bwd import _attn_bwd_dkdv_kernel, _attn_bwd_dq_kernel, attention_bwd
+from zoo.kernels.attention.triton_fwd import _attn_fwd_kernel, attention_fwd
 
 RESULTS = []
 

@@ -4,7 +4,7 @@
 # Needs zoo/datasets/data/lina_offline/{tokens.npz,codec.safetensors,codec.json} in the working tree (a few MB; the GPU
 # image has no espeak-ng). Training time is fixed in seconds (--train-seconds), the step count follows from speed.
 set -euo pipefail
-DATA=${LINA_DATA:-datasets/data/lina_offline}
+DATA=${LINA_DATA:-zoo/datasets/data/lina_offline}
 if [ "$SMOKE" = 1 ]; then
     if [ ! -f "$DATA/tokens.npz" ]; then
         DATA=/tmp/lina_smoke_data
