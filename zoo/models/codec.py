@@ -1,6 +1,6 @@
 """Audio codecs for token-based speech models: the ``Codec`` interface and an offline log-mel vector-quantised codec
-(``MelVQCodec``). WavTokenizer (Ji et al., arXiv:2408.16532; the codec of the released Lina-Speech models) is to be
-added here behind the same interface.
+(``MelVQCodec``). WavTokenizer (Ji et al., arXiv:2408.16532; the codec of the released Lina-Speech models) implements
+the same interface in ``zoo.models.wavtokenizer``.
 
 A codec maps a waveform to discrete tokens and back:
 
