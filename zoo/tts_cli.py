@@ -22,21 +22,33 @@ from typing import Any
 __all__ = ["add_parser", "main", "load_codec", "load_tts", "read_clips"]
 
 
-def load_codec(folder: str | Path):
-    """The codec saved beside a model (``codec.json`` naming the class + args, ``codec.safetensors``)."""
-    from safetensors.torch import load_file
+def _build_codec(name: str, args: dict[str, Any]):
+    """A codec from its ``codec.json`` entry: ``MelVQCodec(**args)`` or ``WavTokenizer(WavTokenizerConfig(**args))``."""
+    if name == "MelVQCodec":
+        from zoo.models.codec import MelVQCodec
 
-    from zoo.models import codec as codecs
+        return MelVQCodec(**args)
+    if name == "WavTokenizer":
+        from zoo.models.wavtokenizer import WavTokenizer, WavTokenizerConfig
+
+        return WavTokenizer(WavTokenizerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}))
+    raise ValueError(f"unknown codec class {name!r}: expected 'MelVQCodec' or 'WavTokenizer'")
+
+
+def load_codec(folder: str | Path):
+    """The codec saved beside a model (``codec.json`` naming the class + args, ``codec.safetensors`` in the zoo's key
+    names; a WavTokenizer's released checkpoint goes through ``zoo.models.wavtokenizer.load_released`` first)."""
+    from safetensors.torch import load_file
 
     folder = Path(folder)
     if not (folder / "codec.json").is_file():
         raise FileNotFoundError(f"{folder}/codec.json not found: pass --codec DIR (a folder with codec.json)")
     cfg = json.loads((folder / "codec.json").read_text())
-    cls = getattr(codecs, cfg["class"], None)
-    if cls is None:
-        raise ValueError(f"unknown codec class {cfg['class']!r} in {folder}/codec.json")
-    c = cls(**cfg.get("args", {}))
-    c.load_state_dict(load_file(str(folder / "codec.safetensors")))
+    try:
+        c = _build_codec(cfg["class"], cfg.get("args", {}))
+    except ValueError as e:
+        raise ValueError(f"{folder}/codec.json: {e}") from None
+    c.load_state_dict(load_file(str(folder / "codec.safetensors")), strict=True)
     return c.eval()
 
 

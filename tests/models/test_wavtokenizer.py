@@ -299,3 +299,24 @@ def test_bad_inputs_raise_clear_errors(tiny):
         tiny.features_to_wav(torch.zeros(1, TINY.dimension, 2), bandwidth_id=4)
     with pytest.raises(ValueError, match="backbone_dim must be a multiple of 32"):
         WavTokenizer(TINY.__class__(backbone_dim=48))
+
+
+def test_tts_codec_folder_loads_a_wavtokenizer(tmp_path):
+    """``codec.json`` naming WavTokenizer (the form ``python -m zoo tts --codec DIR`` reads) rebuilds the same codec."""
+    import dataclasses
+    import json
+
+    from safetensors.torch import save_file
+
+    from zoo.tts_cli import load_codec
+
+    torch.manual_seed(0)
+    codec = WavTokenizer(TINY).eval()
+    (tmp_path / "codec.json").write_text(json.dumps({"class": "WavTokenizer", "args": dataclasses.asdict(TINY)}))
+    save_file({k: v.contiguous() for k, v in codec.state_dict().items()}, str(tmp_path / "codec.safetensors"))
+    loaded = load_codec(tmp_path)
+    codes = torch.randint(0, TINY.codebook_size, (1, 1, 5))
+    torch.testing.assert_close(loaded.decode(codes), codec.decode(codes), rtol=0, atol=0)
+    (tmp_path / "codec.json").write_text(json.dumps({"class": "EnCodec", "args": {}}))
+    with pytest.raises(ValueError, match="unknown codec class 'EnCodec'"):
+        load_codec(tmp_path)
