@@ -34,6 +34,27 @@ def reference_root() -> Path:
     return REFERENCE_ROOT
 
 
+def _reference_roots() -> list[Path]:
+    env = os.environ.get("ZOO_REFERENCE_DIR")
+    return [Path(env)] if env else list(_REFERENCE_CANDIDATES)
+
+
+@pytest.fixture(scope="session")
+def reference_model():
+    """``reference_model(name)`` -> the first fixture folder holding ``name`` ($ZOO_REFERENCE_DIR, else
+    ../shared/reference, else tests/fixtures/reference); skips the test when none does (a user's clone has only
+    the few copies in tests/fixtures)."""
+
+    def find(name: str) -> Path:
+        for root in _reference_roots():
+            if (root / name).is_dir():
+                return root / name
+        pytest.skip(f"reference fixture {name!r} not found under {[str(r) for r in _reference_roots()]} "
+                    "(set ZOO_REFERENCE_DIR)")
+
+    return find
+
+
 @pytest.fixture
 def reference_dir(request, reference_root) -> Path:
     """``reference_dir`` for a model: use ``@pytest.mark.parametrize('reference_dir', ['repnext'], indirect=True)``

@@ -31,10 +31,10 @@ def _diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.fixture(scope="module")
-def fixture(reference_root):
+def fixture(reference_model):
     from safetensors.torch import load_file
 
-    root = reference_root / "crane"
+    root = reference_model("crane")
     io = load_file(str(root / "crane_tiny_a_io.safetensors"))
     clip_sd = load_file(str(root / "crane_tiny_a_clip_state_dict.safetensors"))
     pl = load_file(str(root / "crane_tiny_a_prompt_learner.safetensors"))
@@ -140,8 +140,8 @@ def test_token_ids(fixture):
 
 
 @pytest.mark.parametrize("path", RELEASED)
-def test_released_checkpoints(reference_root, path):
-    sd = convert_checkpoint(reference_root / "crane" / "released" / path)
+def test_released_checkpoints(reference_model, path):
+    sd = convert_checkpoint(reference_model("crane") / "released" / path)
     assert len(sd) == 16 and all(k.startswith("prompt_learner.") for k in sd)
     pl = PromptLearner(768, 12, 4, 9)
     pl.load_state_dict({k.removeprefix("prompt_learner."): v for k, v in sd.items()}, strict=True)
@@ -315,7 +315,7 @@ def test_pixel_metrics_hand_checked():
                                       ("crane_vit_l14_336.visa", "trained_on_visa_crane"),
                                       ("cranep_vit_l14_336.mvtec", "trained_on_mvtec_cranep"),
                                       ("cranep_vit_l14_336.visa", "trained_on_visa_cranep")])
-def test_published_hub_folders(reference_root, name, src):
+def test_published_hub_folders(reference_model, name, src):
     import json
     from pathlib import Path
 
@@ -323,7 +323,7 @@ def test_published_hub_folders(reference_root, name, src):
 
     folder = Path(__file__).resolve().parents[2] / "hub" / "zoo-models" / name
     got = load_file(str(folder / "model.safetensors"))
-    want = convert_checkpoint(reference_root / "crane" / "released" / src / "epoch_5.pth")
+    want = convert_checkpoint(reference_model("crane") / "released" / src / "epoch_5.pth")
     assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
     assert json.loads((folder / "config.json").read_text())["architecture"] == name.split(".")[0]
     card = (folder / "README.md").read_text()

@@ -34,8 +34,8 @@ def _d(a, b) -> float:
 
 
 @pytest.fixture(scope="module")
-def ref(reference_root):
-    root = reference_root / "lina_speech"
+def ref(reference_model):
+    root = reference_model("lina_speech")
     return {"io": load_file(str(root / "lina_tiny_a_io.safetensors")),
             "sd": load_file(str(root / "lina_tiny_a_state_dict.safetensors")),
             "ist": load_file(str(root / "lina_tiny_a_ist.safetensors")),
